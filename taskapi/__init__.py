@@ -1,0 +1,87 @@
+"""taskapi: an authenticated, multi-user task API. ``create_app`` wires every part."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask, Response, g, request
+from flask_cors import CORS
+
+from taskapi.api import auth, docs, health, tasks
+from taskapi.api.deps import close_db_session
+from taskapi.db import make_engine, make_session_factory
+from taskapi.errors import ApiError, register_error_handlers
+from taskapi.security import init_jwt, jwt_config
+from taskapi.settings import Settings, load_settings
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+EXPOSED_HEADERS = [
+    "ETag", "Location", "Link", "Retry-After", "X-Request-ID", "Idempotent-Replayed",
+    "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset",
+]  # fmt: skip
+ALLOWED_HEADERS = [
+    "Authorization", "Content-Type", "X-CSRF-TOKEN", "Idempotency-Key", "If-Match",
+    "If-None-Match", "X-Request-ID",
+]  # fmt: skip
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the application from settings (read from the environment when not given)."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        **jwt_config(settings),
+    )
+    engine = make_engine(settings.sqlalchemy_url)
+    app.extensions["taskapi"] = {
+        "settings": settings,
+        "engine": engine,
+        "session_factory": make_session_factory(engine),
+    }
+    register_error_handlers(app)
+    init_jwt(app)
+    _install_request_hooks(app, settings)
+    if settings.cors_origins:
+        CORS(
+            app,
+            resources={r"/api/*": {"origins": list(settings.cors_origins)}},
+            supports_credentials=True,
+            expose_headers=EXPOSED_HEADERS,
+            allow_headers=ALLOWED_HEADERS,
+            max_age=settings.cors_max_age,
+            vary_header=True,
+        )
+    for blueprint in (auth.bp, tasks.bp, health.bp, docs.bp):
+        app.register_blueprint(blueprint)
+    app.teardown_appcontext(close_db_session)
+    return app
+
+
+def _install_request_hooks(app: Flask, settings: Settings) -> None:
+    """Request ids, the early body-size check and response headers."""
+
+    @app.before_request
+    def assign_request_id() -> None:
+        supplied = request.headers.get("X-Request-ID", "")
+        g.request_id = supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
+
+    @app.before_request
+    def reject_oversized_body() -> None:
+        # Checked before auth and rate limits: the contract ranks 413 above 401 and 429.
+        length = request.content_length
+        if length is not None and length > settings.max_body_bytes:
+            raise ApiError(413, "payload_too_large", "The request body is too large.")
+
+    @app.after_request
+    def add_standard_headers(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if request.path.startswith("/api/v1/auth"):
+            response.headers["Cache-Control"] = "no-store"
+        if settings.hsts and settings.is_production:
+            response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+        return response

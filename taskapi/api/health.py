@@ -1,0 +1,70 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app
+from sqlalchemy import text
+
+from taskapi.api.deps import db_session, settings
+from taskapi.api.operation import json_response, operation
+from taskapi.db import utcnow
+from taskapi.schemas.common import format_timestamp
+from taskapi.schemas.health import Health, Readiness
+
+bp = Blueprint("health", __name__, url_prefix="/api")
+TAGS = ("health",)
+
+
+@bp.get("/health")
+@operation(
+    "Liveness: the process answers", tags=TAGS, auth=None, ok=(200, Health), rate_limited=False
+)
+def health() -> Response:
+    """Answer without touching the database."""
+    return json_response({"status": "ok", "timestamp": format_timestamp(utcnow())})
+
+
+def _check_database() -> str:
+    """``ok`` when a trivial query succeeds."""
+    try:
+        db_session().execute(text("SELECT 1"))
+    except Exception:  # any failure means not ready; the reason is logged by the caller
+        current_app.logger.warning("readiness: database check failed", exc_info=True)
+        return "error"
+    return "ok"
+
+
+def _check_redis() -> str:
+    """``ok``, ``error`` or ``not_configured`` for the rate-limit store."""
+    probe = current_app.extensions["taskapi"].get("redis_probe")
+    if probe is None:
+        return "not_configured"
+    return "ok" if probe() else "error"
+
+
+@bp.get("/ready")
+@operation(
+    "Readiness: the database (and Redis if required) answer",
+    tags=TAGS,
+    auth=None,
+    ok=(200, Readiness),
+    alternatives={503: Readiness},
+    rate_limited=False,
+)
+def ready() -> Response:
+    """200 when dependencies answer; 503 when the database (or a required Redis) does not."""
+    checks = {"database": _check_database(), "redis": _check_redis()}
+    failed = checks["database"] == "error" or (
+        checks["redis"] == "error" and settings().redis_required
+    )
+    if not failed:
+        return json_response({"status": "ok", "checks": checks})
+    body: dict[str, Any] = {
+        "status": "error",
+        "checks": checks,
+        "error": "A required dependency is unavailable.",
+        "code": "unavailable",
+    }
+    return json_response(body, 503)

@@ -1,0 +1,182 @@
+"""One decorator per view: guard, query and body validation, and the OpenAPI description.
+
+Declaring validation and documentation together keeps the document equal to what the server
+enforces. The order inside the wrapper is the contract's: 401/403, then 415, then 400.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, Literal, TypeVar
+
+from flask import Response, request
+from pydantic import BaseModel, ValidationError
+
+from taskapi.errors import ApiError, invalid_json, not_found, validation_error
+from taskapi.security import access_required, refresh_required
+
+F = TypeVar("F", bound=Callable[..., Any])
+JSON_TYPES = ("application/json",)
+PATCH_TYPES = ("application/json", "application/merge-patch+json")
+Auth = Literal["access", "refresh", "optional-access", None]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What a view accepts and answers, for validation and for the OpenAPI document."""
+
+    name: str
+    summary: str
+    tags: tuple[str, ...]
+    auth: Auth
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    ok_status: int
+    ok_model: type[BaseModel] | None
+    errors: tuple[int, ...]
+    media_types: tuple[str, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+    response_headers: tuple[str, ...] = ()
+    alternatives: dict[int, type[BaseModel]] = field(default_factory=dict)
+    description: str = ""
+    rate_limited: bool = True
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    """``('tags', 3)`` → ``tags.3``; the whole body is ``body``."""
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def _message(error: Any) -> str:
+    """A readable message for one pydantic error."""
+    if error["type"] == "extra_forbidden":
+        return "is not a known field"
+    if error["type"] == "missing":
+        return "is required"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def details_of(error: ValidationError) -> list[dict[str, str]]:
+    """Our ``details`` list for a pydantic validation error."""
+    return [{"field": _field_name(e["loc"]), "message": _message(e)} for e in error.errors()]
+
+
+def parse_body(model: type[BaseModel], media_types: tuple[str, ...]) -> BaseModel:
+    """Validate the request body: 415 for other media types, 400 for bad JSON or fields."""
+    if request.mimetype not in media_types:
+        raise ApiError(
+            415, "unsupported_media_type", f"Send the body as {' or '.join(media_types)}."
+        )
+    raw = request.get_data(cache=True)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        problems = error.errors()
+        if any(p["type"] == "json_invalid" for p in problems):
+            raise invalid_json() from None
+        if any(not p["loc"] and p["type"].endswith("_type") for p in problems):
+            raise invalid_json("The request body must be a JSON object.") from None
+        raise validation_error(details_of(error)) from None
+
+
+def parse_query(model: type[BaseModel] | None) -> BaseModel | None:
+    """Validate query parameters; unknown and repeated ones are 400."""
+    args = request.args.to_dict(flat=False)
+    repeated = [name for name, values in args.items() if len(values) > 1]
+    if repeated:
+        raise validation_error([{"field": n, "message": "must be given once"} for n in repeated])
+    if model is None:
+        if args:
+            raise validation_error(
+                [{"field": n, "message": "is not a known query parameter"} for n in args]
+            )
+        return None
+    try:
+        return model.model_validate({name: values[0] for name, values in args.items()})
+    except ValidationError as error:
+        raise validation_error(details_of(error)) from None
+
+
+GUARDS: dict[Auth, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "access": access_required,
+    "refresh": refresh_required,
+}
+
+
+def operation(
+    summary: str,
+    *,
+    tags: tuple[str, ...],
+    auth: Auth = "access",
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    ok: tuple[int, type[BaseModel] | None] = (200, None),
+    errors: tuple[int, ...] = (),
+    media_types: tuple[str, ...] = JSON_TYPES,
+    headers: dict[str, str] | None = None,
+    response_headers: tuple[str, ...] = (),
+    alternatives: dict[int, type[BaseModel]] | None = None,
+    description: str = "",
+    rate_limited: bool = True,
+) -> Callable[[F], F]:
+    """Validate and document a view; the view receives ``body=`` and ``query=`` as declared."""
+
+    def decorate(view: F) -> F:
+        spec = Operation(
+            name=view.__name__,
+            summary=summary,
+            tags=tags,
+            auth=auth,
+            body=body,
+            query=query,
+            ok_status=ok[0],
+            ok_model=ok[1],
+            errors=errors,
+            media_types=media_types,
+            headers=headers or {},
+            response_headers=response_headers,
+            alternatives=alternatives or {},
+            description=description,
+            rate_limited=rate_limited,
+        )
+
+        @wraps(view)
+        def validated(*args: Any, **kwargs: Any) -> Any:
+            parsed_query = parse_query(query)
+            if query is not None:
+                kwargs["query"] = parsed_query
+            if body is not None:
+                kwargs["body"] = parse_body(body, media_types)
+            return view(*args, **kwargs)
+
+        guarded = GUARDS[auth](validated) if auth in GUARDS else validated
+        guarded.operation = spec  # type: ignore[attr-defined]
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+def parse_id(text: str) -> uuid.UUID:
+    """A path id; one that is not a UUID is simply not found."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise not_found() from None
+
+
+def json_response(
+    payload: BaseModel | dict[str, Any], status: int = 200, **headers: str
+) -> Response:
+    """Serialize a model (or a ready dict) as the response body."""
+    if isinstance(payload, BaseModel):
+        data = payload.model_dump_json()
+    else:
+        data = json.dumps(payload, separators=(",", ":"))
+    response = Response(data, status=status, mimetype="application/json")
+    for name, value in headers.items():
+        response.headers[name.replace("_", "-")] = value
+    return response

@@ -1,0 +1,44 @@
+"""Apply alembic migrations shipped inside the package, once, even with several instances."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, text
+
+# Any constant works; it only has to be the same for every instance of taskapi.
+MIGRATION_LOCK_ID = 0x7A5C_A91
+
+
+def alembic_config() -> Config:
+    """An alembic config pointing at ``taskapi/migrations`` (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", "taskapi:migrations")
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; on PostgreSQL an advisory lock serializes instances."""
+    config = alembic_config()
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            connection.commit()
+        try:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+        finally:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
+                )
+                connection.commit()
+
+
+def autogenerate(engine: Engine, message: str) -> None:
+    """Write a new revision from the difference between the models and ``engine``'s schema."""
+    config = alembic_config()
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.revision(config, message=message, autogenerate=True)

@@ -1,0 +1,118 @@
+"""Database models: users, login sessions, tasks and their bookkeeping tables."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from taskapi.db import Base, UTCDateTime, utcnow
+
+PRIORITIES = ("none", "low", "medium", "high")
+
+
+class User(Base):
+    """An account; ``change_seq`` numbers this user's task changes for delta sync."""
+
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    password_hash: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Session(Base):
+    """One login: the family of refresh tokens that rotate within it."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+    cookie_mode: Mapped[bool] = mapped_column(Boolean, default=False)
+    current_jti: Mapped[str] = mapped_column(String(36))
+    previous_jti: Mapped[str | None] = mapped_column(String(36), default=None)
+    rotated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Task(Base):
+    """A to-do item owned by exactly one user."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_tasks_owner_updated", "owner_id", "updated_at", "id"),
+        Index("ix_tasks_owner_due", "owner_id", "due_at", "id"),
+        Index("ix_tasks_owner_priority", "owner_id", "priority", "id"),
+        Index("ix_tasks_owner_title", "owner_id", "title", "id"),
+        Index("ix_tasks_owner_change", "owner_id", "change_seq"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    completed: Mapped[bool] = mapped_column(Boolean, default=False)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Stored as 0..3 so that sorting by priority is a plain integer order.
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    # Every UPDATE also checks the version it read, so concurrent writers cannot both win.
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+
+
+class TaskTombstone(Base):
+    """A deleted task, kept so that delta sync can report the deletion."""
+
+    __tablename__ = "task_tombstones"
+    __table_args__ = (Index("ix_task_tombstones_owner_change", "owner_id", "change_seq"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    change_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class IdempotencyKey(Base):
+    """A remembered ``POST /tasks`` answer, replayed for a repeated key."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    status: Mapped[int] = mapped_column(SmallInteger)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

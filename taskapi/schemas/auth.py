@@ -1,0 +1,122 @@
+"""Request and response models of the account and token endpoints."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from taskapi.schemas.common import RequestModel, Text, Timestamp
+from taskapi.schemas.passwords import check_password_policy
+
+EMAIL_MAX = 254
+EMAIL_SHAPE = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+
+
+def _normalise_email(value: str) -> str:
+    """Trim and lower-case so that emails compare case-insensitively."""
+    value = value.strip().lower()
+    if len(value) > EMAIL_MAX:
+        raise ValueError(f"must be at most {EMAIL_MAX} characters")
+    if not EMAIL_SHAPE.match(value):
+        raise ValueError("must be an email address such as ana@example.com")
+    return value
+
+
+Email = Annotated[
+    str,
+    AfterValidator(_normalise_email),
+    Field(json_schema_extra={"format": "email", "maxLength": EMAIL_MAX}),
+]
+# Length bounds are checked on characters; the pre-hash makes every one of them count.
+AnyPassword = Annotated[Text, Field(min_length=1, max_length=128)]
+NewPassword = Annotated[
+    Text, Field(min_length=8, max_length=128), AfterValidator(check_password_policy)
+]
+Name = Annotated[Text, Field(max_length=100)]
+
+
+class RegisterBody(RequestModel):
+    """``POST /auth/register``."""
+
+    email: Email
+    password: NewPassword
+    name: Name = ""
+
+
+class LoginBody(RequestModel):
+    """``POST /auth/login``."""
+
+    email: Email
+    password: AnyPassword
+    refresh_cookie: bool = Field(
+        default=False,
+        description="Keep the refresh token in an HttpOnly cookie and return csrf_token instead.",
+    )
+
+
+class UpdateMeBody(RequestModel):
+    """``PATCH /auth/me``."""
+
+    name: Name
+
+
+class PasswordChangeBody(RequestModel):
+    """``POST /auth/password``."""
+
+    current_password: AnyPassword
+    new_password: NewPassword
+
+
+class DeleteMeBody(RequestModel):
+    """``DELETE /auth/me``."""
+
+    password: AnyPassword
+
+
+class UserPublic(BaseModel):
+    """A user as clients see it."""
+
+    id: UUID
+    email: str
+    name: str
+    created_at: Timestamp
+
+
+class TokenPair(BaseModel):
+    """Answer of ``/auth/refresh``: a fresh access token and the next refresh token."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int = Field(description="Seconds until the access token expires")
+    refresh_token: str | None = Field(
+        default=None, description="Present in body mode; absent when the cookie holds it"
+    )
+    csrf_token: str | None = Field(
+        default=None, description="Present in cookie mode: send it as X-CSRF-TOKEN"
+    )
+
+
+class LoginAnswer(TokenPair):
+    """Answer of ``/auth/login``."""
+
+    user: UserPublic
+
+
+class SessionPublic(BaseModel):
+    """One login session of the current user."""
+
+    id: UUID
+    created_at: Timestamp
+    last_used_at: Timestamp
+    user_agent: str
+    current: bool
+
+
+class SessionPage(BaseModel):
+    """The current user's active sessions."""
+
+    items: list[SessionPublic]
+    next_cursor: str | None = None

@@ -1,0 +1,90 @@
+"""Field types and models shared by every resource's schemas."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _no_nul(value: str) -> str:
+    """PostgreSQL cannot store NUL, and no client means to send it."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _rfc3339_string(value: object) -> object:
+    """Only RFC 3339 strings with an offset are timestamps; numbers and dates are not."""
+    if not isinstance(value, str) or not RFC3339.match(value):
+        raise ValueError(
+            "must be an RFC 3339 timestamp with an offset, such as 2026-11-22T12:00:00Z"
+        )
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    """Naive timestamps are ambiguous, so an offset is required; store as UTC."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            "must be an RFC 3339 timestamp with an offset, such as 2026-11-22T12:00:00Z"
+        )
+    return value.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with six fractional digits and ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+InputTimestamp = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339_string),
+    AfterValidator(_aware),
+    # Lax inside: the before-validator has already insisted on an RFC 3339 string.
+    Field(strict=False, json_schema_extra={"format": "date-time"}),
+]
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    Field(json_schema_extra={"format": "date-time", "example": "2026-11-22T12:00:00.123456Z"}),
+]
+
+
+class RequestModel(BaseModel):
+    """A request body: strict JSON types and no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class QueryModel(BaseModel):
+    """Query parameters arrive as strings: lax conversion, no unknown parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    """One problem with one field."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: str = Field(description="Human-readable message")
+    code: str = Field(description="Machine-readable code, such as validation_error")
+    details: list[ErrorDetail] | None = Field(
+        default=None, description="Present for validation errors"
+    )
+
+
+def ignored(description: str) -> Any:
+    """A server-set field a client may send back; its value is ignored."""
+    return Field(default=None, description=f"{description} Server-set; ignored on input.")

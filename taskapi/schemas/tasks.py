@@ -1,0 +1,194 @@
+"""Request, query and response models of the task endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from taskapi.schemas.common import (
+    InputTimestamp,
+    QueryModel,
+    RequestModel,
+    Text,
+    Timestamp,
+    ignored,
+)
+
+TITLE_MAX = 200
+NOTES_MAX = 10_000
+TAG_MAX = 50
+TAGS_MAX = 20
+PRIORITIES = ("none", "low", "medium", "high")
+SORT_FIELDS = ("created_at", "updated_at", "due_at", "priority", "title")
+
+Priority = Literal["none", "low", "medium", "high"]
+SortKey = Literal[
+    "created_at", "-created_at", "updated_at", "-updated_at", "due_at", "-due_at",
+    "priority", "-priority", "title", "-title",
+]  # fmt: skip
+
+
+def _trimmed_title(value: str) -> str:
+    """Titles are trimmed, then must keep 1 to 200 characters."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > TITLE_MAX:
+        raise ValueError(f"must be at most {TITLE_MAX} characters after trimming")
+    return value
+
+
+def _clean_tags(tags: list[str]) -> list[str]:
+    """Trim, then de-duplicate keeping order, then count."""
+    cleaned: list[str] = []
+    for tag in tags:
+        tag = tag.strip()
+        if not 1 <= len(tag) <= TAG_MAX:
+            raise ValueError(f"each tag must be 1 to {TAG_MAX} characters after trimming")
+        if tag not in cleaned:
+            cleaned.append(tag)
+    if len(cleaned) > TAGS_MAX:
+        raise ValueError(f"at most {TAGS_MAX} distinct tags")
+    return cleaned
+
+
+Title = Annotated[
+    Text,
+    AfterValidator(_trimmed_title),
+    Field(json_schema_extra={"minLength": 1, "maxLength": TITLE_MAX, "pattern": r"\S"}),
+]
+Notes = Annotated[Text, Field(max_length=NOTES_MAX)]
+Tags = Annotated[
+    list[Annotated[Text, Field(json_schema_extra={"minLength": 1, "maxLength": TAG_MAX})]],
+    Field(max_length=1000, json_schema_extra={"maxItems": TAGS_MAX}),
+    AfterValidator(_clean_tags),
+]
+
+
+def _drop_null_defaults(schema: dict[str, Any]) -> None:
+    """PATCH fields are optional but not nullable: document them without a null default."""
+    for prop in schema.get("properties", {}).values():
+        if prop.get("default", 0) is None and "anyOf" not in prop:
+            del prop["default"]
+    schema["minProperties"] = 1
+
+
+class _ServerSetFields(RequestModel):
+    """Fields a client may send back from what it read; their values are ignored."""
+
+    id: Any = ignored("The task's id.")
+    completed_at: Any = ignored("When the task was completed.")
+    created_at: Any = ignored("Creation time.")
+    updated_at: Any = ignored("Last change.")
+    version: Any = ignored("The task's version.")
+
+
+class TaskWrite(_ServerSetFields):
+    """``POST /tasks`` and ``PUT /tasks/<id>``: omitted optional fields take their defaults."""
+
+    title: Title
+    notes: Notes = ""
+    completed: bool = False
+    due_at: InputTimestamp | None = None
+    priority: Priority = "none"
+    tags: Tags = Field(default_factory=list)
+
+
+class TaskPatch(_ServerSetFields):
+    """``PATCH /tasks/<id>``: only the fields sent change; ``null`` clears ``due_at``."""
+
+    model_config = ConfigDict(json_schema_extra=_drop_null_defaults)
+
+    title: Title = None  # type: ignore[assignment]
+    notes: Notes = None  # type: ignore[assignment]
+    completed: bool = None  # type: ignore[assignment]
+    due_at: InputTimestamp | None = None
+    priority: Priority = None  # type: ignore[assignment]
+    tags: Tags = None  # type: ignore[assignment]
+
+    def changes(self) -> dict[str, Any]:
+        """The writable fields the client actually sent."""
+        writable = set(TaskWrite.model_fields) - set(_ServerSetFields.model_fields)
+        return {name: getattr(self, name) for name in self.model_fields_set & writable}
+
+
+class TaskPublic(BaseModel):
+    """A task as its owner sees it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    title: str
+    notes: str
+    completed: bool
+    completed_at: Timestamp | None
+    due_at: Timestamp | None
+    priority: Priority
+    tags: list[str]
+    created_at: Timestamp
+    updated_at: Timestamp
+    version: int
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_name(cls, value: object) -> object:
+        """The database keeps priorities as 0..3 so they sort; clients see names."""
+        return PRIORITIES[value] if isinstance(value, int) else value
+
+
+class TaskPage(BaseModel):
+    """One page of tasks."""
+
+    items: list[TaskPublic]
+    next_cursor: str | None = Field(description="Opaque; null exactly when no task follows")
+
+
+class TaskListQuery(QueryModel):
+    """Query parameters of ``GET /tasks``; every one is validated."""
+
+    limit: int = Field(default=50, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=2048, description="From next_cursor")
+    completed: Literal["true", "false"] | None = None
+    priority: Priority | None = None
+    tag: str | None = Field(default=None, min_length=1, max_length=TAG_MAX)
+    q: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
+    due_before: InputTimestamp | None = None
+    due_after: InputTimestamp | None = None
+    sort: SortKey = "-created_at"
+
+
+class ClearCompletedQuery(QueryModel):
+    """Query of ``DELETE /tasks``: only ``completed=true`` is allowed."""
+
+    completed: Literal["true"]
+
+
+class DeletedCount(BaseModel):
+    """How many tasks were deleted."""
+
+    deleted: int
+
+
+class ChangesQuery(QueryModel):
+    """Query of ``GET /tasks/changes``."""
+
+    since: str | None = Field(default=None, max_length=2048, description="The previous page's next")
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class ChangeItem(BaseModel):
+    """A task's latest state (``deleted`` false) or its deletion."""
+
+    id: str
+    deleted: bool
+    task: TaskPublic | None = None
+
+
+class ChangesPage(BaseModel):
+    """A page of changes."""
+
+    changes: list[ChangeItem]
+    next: str
+    has_more: bool

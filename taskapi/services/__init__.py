@@ -1,0 +1,1 @@
+"""Business logic as plain typed functions; no Flask request objects in here."""

@@ -1,0 +1,158 @@
+"""Keyset pagination over a user's tasks: filters, sorts and signed cursors."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select
+from sqlalchemy.orm import Session as DbSession
+
+from taskapi.models import PRIORITIES, Task
+from taskapi.services.cursors import bad_token, sign, verify
+
+CURSOR_PURPOSE = "tasks-cursor"
+
+
+@dataclass(frozen=True)
+class TaskFilters:
+    """What a listing is restricted to; a cursor is bound to these."""
+
+    completed: bool | None = None
+    priority: str | None = None
+    tag: str | None = None
+    q: str | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+
+    def digest(self, sort: str) -> str:
+        """A short fingerprint of sort and filters, stored in the cursor."""
+        return hashlib.sha256(repr((sort, self)).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TaskPageResult:
+    """One page of tasks and the cursor of the next, if any."""
+
+    items: list[Task]
+    next_cursor: str | None
+
+
+def _where(filters: TaskFilters, dialect: str) -> list[ColumnElement[bool]]:
+    """SQL conditions for the filters."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.completed is not None:
+        conditions.append(Task.completed.is_(filters.completed))
+    if filters.priority is not None:
+        conditions.append(Task.priority == PRIORITIES.index(filters.priority))
+    if filters.tag is not None:
+        conditions.append(_has_tag(filters.tag, dialect))
+    if filters.q is not None:
+        conditions.append(
+            or_(Task.title.icontains(filters.q, autoescape=True),
+                Task.notes.icontains(filters.q, autoescape=True))
+        )  # fmt: skip
+    if filters.due_before is not None:
+        conditions.append(Task.due_at < filters.due_before)
+    if filters.due_after is not None:
+        conditions.append(Task.due_at > filters.due_after)
+    return conditions
+
+
+def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
+    """Whether the task's JSON tag array holds ``tag`` exactly."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return func.cast(Task.tags, JSONB).contains(func.jsonb_build_array(tag))
+    each = func.json_each(Task.tags).table_valued("value")
+    return exists(select(1).select_from(each).where(each.c.value == tag))
+
+
+def _sort_columns(sort: str) -> list[tuple[Any, bool]]:
+    """The sort's key columns with their direction (descending?), id last for ties."""
+    descending = sort.startswith("-")
+    name = sort.lstrip("-")
+    if name == "due_at":
+        # Tasks without a due date sort last in both directions: a flag column first.
+        nulls_last = case((Task.due_at.is_(None), 1), else_=0)
+        return [(nulls_last, False), (Task.due_at, descending), (Task.id, descending)]
+    return [(getattr(Task, name), descending), (Task.id, descending)]
+
+
+def _key_of(task: Task, sort: str) -> list[Any]:
+    """The values of the sort key for one task, as stored in a cursor."""
+    name = sort.lstrip("-")
+    if name == "due_at":
+        due = task.due_at.isoformat() if task.due_at else None
+        return [1 if due is None else 0, due, str(task.id)]
+    value = getattr(task, name)
+    return [value.isoformat() if isinstance(value, datetime) else value, str(task.id)]
+
+
+def _decode_key(values: list[Any], sort: str) -> list[Any]:
+    """Turn cursor values back into comparable Python values."""
+    name = sort.lstrip("-")
+    *head, last = values
+    decoded: list[Any] = []
+    for value in head:
+        is_time = name in ("created_at", "updated_at", "due_at") and isinstance(value, str)
+        decoded.append(datetime.fromisoformat(value) if is_time else value)
+    decoded.append(uuid.UUID(last))
+    return decoded
+
+
+def _after(columns: list[tuple[Any, bool]], values: list[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the sort order: a lexicographic keyset predicate."""
+    clauses: list[ColumnElement[bool]] = []
+    equal_so_far: list[ColumnElement[bool]] = []
+    for (column, descending), value in zip(columns, values, strict=True):
+        if value is None:  # a null due_at: the nulls-last flag has already matched it
+            continue
+        step = column < value if descending else column > value
+        clauses.append(and_(*equal_so_far, step))
+        equal_so_far.append(column == value)
+    return or_(*clauses) if clauses else false()
+
+
+def list_tasks(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    filters: TaskFilters,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    key: bytes,
+) -> TaskPageResult:
+    """One page of the user's tasks, in keyset order; costs the same on any page."""
+    dialect = db.get_bind().dialect.name
+    columns = _sort_columns(sort)
+    statement = select(Task).where(Task.owner_id == user_id, *_where(filters, dialect))
+    if cursor is not None:
+        payload = verify(cursor, key=key, purpose=CURSOR_PURPOSE, field="cursor")
+        if payload.get("f") != filters.digest(sort) or not isinstance(payload.get("k"), list):
+            raise bad_token("cursor")
+        try:
+            values = _decode_key(payload["k"], sort)
+        except (ValueError, TypeError):
+            raise bad_token("cursor") from None
+        if len(values) != len(columns):
+            raise bad_token("cursor")
+        statement = statement.where(_after(columns, values))
+    statement = statement.order_by(*(c.desc() if d else c.asc() for c, d in columns)).limit(
+        limit + 1
+    )
+    rows = list(db.scalars(statement))
+    items, more = rows[:limit], len(rows) > limit
+    next_cursor = None
+    if more:
+        next_cursor = sign(
+            {"f": filters.digest(sort), "k": _key_of(items[-1], sort)},
+            key=key,
+            purpose=CURSOR_PURPOSE,
+        )
+    return TaskPageResult(items=items, next_cursor=next_cursor)

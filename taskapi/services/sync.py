@@ -1,0 +1,92 @@
+"""Delta sync: the user's task changes in the order they happened, with tombstones."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session as DbSession
+
+from taskapi.errors import ApiError
+from taskapi.models import Task, TaskTombstone
+from taskapi.services.cursors import bad_token, sign, verify
+
+SYNC_PURPOSE = "sync-token"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One task's latest state, or its deletion."""
+
+    id: uuid.UUID
+    task: Task | None
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """A page of changes and the token to continue from."""
+
+    changes: list[Change]
+    next_token: str
+    has_more: bool
+
+
+def _position(
+    token: str | None, *, user_id: uuid.UUID, key: bytes, now: datetime, retention: timedelta
+) -> int:
+    """The change number a token stands for; 410 when tombstones may have been pruned since."""
+    if token is None:
+        return 0
+    payload = verify(token, key=key, purpose=SYNC_PURPOSE, field="since")
+    seq, issued, owner = payload.get("s"), payload.get("t"), payload.get("u")
+    if not isinstance(seq, int) or not isinstance(issued, int | float) or owner != str(user_id):
+        raise bad_token("since")
+    if now.timestamp() - issued > retention.total_seconds():
+        raise ApiError(410, "sync_token_expired", "The sync token is too old; sync from the start.")
+    return seq
+
+
+def changes_since(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    token: str | None,
+    limit: int,
+    now: datetime,
+    key: bytes,
+    retention: timedelta,
+) -> ChangePage:
+    """Changes after ``token``, oldest first, each task once with its latest state."""
+    since = _position(token, user_id=user_id, key=key, now=now, retention=retention)
+    tasks = db.scalars(
+        select(Task)
+        .where(Task.owner_id == user_id, Task.change_seq > since)
+        .order_by(Task.change_seq)
+        .limit(limit + 1)
+    ).all()
+    tombstones = db.execute(
+        select(TaskTombstone.id, TaskTombstone.change_seq)
+        .where(TaskTombstone.owner_id == user_id, TaskTombstone.change_seq > since)
+        .order_by(TaskTombstone.change_seq)
+        .limit(limit + 1)
+    ).all()
+    merged = sorted(
+        [(t.change_seq, Change(t.id, t)) for t in tasks]
+        + [(seq, Change(tid, None)) for tid, seq in tombstones],
+        key=lambda pair: pair[0],
+    )
+    page, has_more = merged[:limit], len(merged) > limit
+    last = page[-1][0] if page else since
+    next_token = sign(
+        {"s": last, "t": int(now.timestamp()), "u": str(user_id)}, key=key, purpose=SYNC_PURPOSE
+    )
+    return ChangePage(changes=[c for _, c in page], next_token=next_token, has_more=has_more)
+
+
+def prune_tombstones(db: DbSession, *, now: datetime, retention: timedelta) -> int:
+    """Forget deletions older than the retention period."""
+    result = db.execute(delete(TaskTombstone).where(TaskTombstone.deleted_at < now - retention))
+    db.commit()
+    return result.rowcount  # type: ignore[attr-defined,no-any-return]

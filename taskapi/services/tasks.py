@@ -1,0 +1,223 @@
+"""Task CRUD, every query scoped to its owner in one place."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from taskapi.errors import ApiError, not_found
+from taskapi.models import PRIORITIES, IdempotencyKey, Task, TaskTombstone, User
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """An ``If-Match`` condition: versions that may be replaced (None: any), or required."""
+
+    versions: frozenset[int] | None = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Created:
+    """The answer to a create: the body to send, and whether it is a replay."""
+
+    body: dict[str, Any]
+    replayed: bool
+
+
+def owned_task(
+    db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID, lock: bool = False
+) -> Task:
+    """The user's task, or the one 404 for missing and foreign tasks alike."""
+    statement = select(Task).where(Task.id == task_id, Task.owner_id == user_id)
+    if lock:
+        statement = statement.with_for_update()
+    task = db.scalar(statement)
+    if task is None:
+        raise not_found()
+    return task
+
+
+def _next_change_seq(db: DbSession, user_id: uuid.UUID, count: int = 1) -> int:
+    """Reserve ``count`` change numbers; the row lock orders this user's writes for sync."""
+    seq = db.scalar(
+        update(User)
+        .where(User.id == user_id)
+        .values(change_seq=User.change_seq + count)
+        .returning(User.change_seq)
+    )
+    if seq is None:
+        raise not_found()
+    return seq - count + 1
+
+
+def _apply(task: Task, fields: dict[str, Any], now: datetime) -> None:
+    """Copy validated fields onto the task, keeping ``completed_at`` in step."""
+    for name, value in fields.items():
+        if name == "priority":
+            value = PRIORITIES.index(value)
+        if name == "completed" and value != task.completed:
+            task.completed_at = now if value else None
+        setattr(task, name, value)
+
+
+def _request_hash(fields: dict[str, Any]) -> bytes:
+    """A digest of the validated body, so formatting differences do not matter."""
+    canonical = repr(sorted((k, repr(v)) for k, v in fields.items()))
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def create_task(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    fields: dict[str, Any],
+    now: datetime,
+    render: Callable[[Task], dict[str, Any]],
+    idempotency_key: str | None = None,
+) -> Created:
+    """Create a task; a repeated idempotency key replays the first answer."""
+    digest = _request_hash(fields)
+    if idempotency_key is not None:
+        replay = _replay(db, user_id=user_id, key=idempotency_key, digest=digest, now=now)
+        if replay is not None:
+            return replay
+    task = Task(owner_id=user_id, created_at=now, updated_at=now, version=1)
+    task.completed = False
+    _apply(task, fields, now)
+    task.change_seq = _next_change_seq(db, user_id)
+    db.add(task)
+    db.flush()
+    body = render(task)
+    if idempotency_key is not None:
+        db.execute(
+            insert(IdempotencyKey).values(
+                owner_id=user_id, key=idempotency_key, request_hash=digest,
+                status=201, response=body, created_at=now,
+            )
+        )  # fmt: skip
+    try:
+        db.commit()
+    except IntegrityError:  # a concurrent request with the same key committed first
+        db.rollback()
+        replay = _replay(db, user_id=user_id, key=idempotency_key or "", digest=digest, now=now)
+        if replay is None:
+            raise
+        return replay
+    return Created(body=body, replayed=False)
+
+
+def _replay(
+    db: DbSession, *, user_id: uuid.UUID, key: str, digest: bytes, now: datetime
+) -> Created | None:
+    """The remembered answer for this key, a 409 for another body, or None if unused."""
+    row = db.get(IdempotencyKey, (user_id, key), populate_existing=True)
+    if row is None:
+        return None
+    if row.created_at <= now - IDEMPOTENCY_TTL:
+        db.delete(row)
+        db.flush()
+        return None
+    if row.request_hash != digest:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "This Idempotency-Key was already used with a different request body.",
+        )
+    return Created(body=row.response, replayed=True)
+
+
+def get_task(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    """One of the user's tasks."""
+    return owned_task(db, user_id=user_id, task_id=task_id)
+
+
+def _check_precondition(task: Task, precondition: Precondition) -> None:
+    """428 when If-Match is required but absent; 412 when it names other versions."""
+    if precondition.required:
+        raise ApiError(428, "precondition_required", "Send If-Match with the task's ETag.")
+    if precondition.versions is not None and task.version not in precondition.versions:
+        raise ApiError(412, "precondition_failed", "The task has changed; fetch it again.")
+
+
+def update_task(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    task_id: uuid.UUID,
+    fields: dict[str, Any],
+    now: datetime,
+    precondition: Precondition = Precondition(),
+) -> Task:
+    """Write the given fields (all of them for PUT), bumping ``version`` even if nothing changed."""
+    task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
+    _check_precondition(task, precondition)
+    _apply(task, fields, now)
+    task.updated_at = now
+    task.version = task.version + 1
+    task.change_seq = _next_change_seq(db, user_id)
+    try:
+        db.commit()
+    except StaleDataError:  # another writer got there first (SQLite has no FOR UPDATE)
+        db.rollback()
+        raise ApiError(
+            412, "precondition_failed", "The task has changed; fetch it again."
+        ) from None
+    return task
+
+
+def delete_task(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    task_id: uuid.UUID,
+    now: datetime,
+    precondition: Precondition = Precondition(),
+) -> None:
+    """Delete one task, leaving a tombstone for delta sync."""
+    task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
+    _check_precondition(task, precondition)
+    seq = _next_change_seq(db, user_id)
+    db.add(TaskTombstone(id=task.id, owner_id=user_id, deleted_at=now, change_seq=seq))
+    db.delete(task)
+    db.commit()
+
+
+def clear_completed(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> int:
+    """Delete every completed task of the user; returns how many."""
+    ids = list(
+        db.scalars(
+            select(Task.id)
+            .where(Task.owner_id == user_id, Task.completed.is_(True))
+            .order_by(Task.id)
+            .with_for_update()
+        )
+    )
+    if not ids:
+        return 0
+    first = _next_change_seq(db, user_id, len(ids))
+    db.execute(
+        insert(TaskTombstone),
+        [
+            {"id": task_id, "owner_id": user_id, "deleted_at": now, "change_seq": first + i}
+            for i, task_id in enumerate(ids)
+        ],
+    )
+    db.execute(
+        delete(Task)
+        .where(Task.owner_id == user_id, Task.id.in_(ids))
+        .execution_options(synchronize_session=False)
+    )
+    db.commit()
+    return len(ids)

@@ -1,0 +1,142 @@
+"""Typed settings, read once from ``TASKAPI_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+SECRET_FILE_NAME = "secret_key"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of taskapi. Unknown ``TASKAPI_*`` variables are ignored."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKAPI_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("instance")
+    database_url: str = ""
+    secret_key: str = ""
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    cors_max_age: int = Field(default=600, ge=0)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    access_token_seconds: int = Field(default=900, ge=1)
+    refresh_token_days: int = Field(default=30, ge=1)
+    refresh_grace_seconds: int = Field(default=5, ge=0, le=5)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    require_if_match: bool = False
+    tombstone_days: int = Field(default=30, ge=1)
+    workers: int = Field(default=2, ge=1)
+    threads: int = Field(default=4, ge=1)
+    # Cookie mode for browser SPAs.
+    cookie_secure: bool | None = None
+    cookie_samesite: Literal["Lax", "Strict", "None"] = "Lax"
+    cookie_domain: str | None = None
+    # Rate limits, proxies and shared state.
+    ratelimit_enabled: bool = True
+    ratelimit_default: str = "300/minute"
+    ratelimit_login: str = "10/minute"
+    ratelimit_login_failures: str = "5/15 minutes"
+    ratelimit_login_email: str = "50/hour"
+    ratelimit_register: str = "10/hour"
+    redis_url: str | None = None
+    redis_required: bool = False
+    trusted_proxies: int = Field(default=0, ge=0, le=10)
+    hsts: bool = False
+    log_format: Literal["json", "console"] | None = None
+    log_level: str = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """Accept a comma-separated string of exact origins."""
+        if isinstance(value, str):
+            return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Wildcards with credentials would trust every site, so only exact origins pass."""
+        for origin in value:
+            if set(origin) & set("*\\]?$^[()") or not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an exact origin like https://app.example.com")
+        return value
+
+    @field_validator("cookie_samesite", mode="before")
+    @classmethod
+    def _capitalise_samesite(cls, value: object) -> object:
+        """Accept lax/strict/none in any case."""
+        return value.capitalize() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        """Refuse a development secret or insecure cookies in production."""
+        if self.env == "production" and len(self.secret_key.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"TASKAPI_SECRET_KEY must be set to at least {MIN_SECRET_BYTES} bytes in production"
+            )
+        if self.cookie_samesite == "None" and not self.secure_cookies:
+            raise ValueError("TASKAPI_COOKIE_SAMESITE=None requires TASKAPI_COOKIE_SECURE=true")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        """True when running with production defaults."""
+        return self.env == "production"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are Secure by default in production only."""
+        return self.is_production if self.cookie_secure is None else self.cookie_secure
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data folder."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'taskapi.db').resolve()}"
+
+
+def _development_secret(data_dir: Path) -> str:
+    """Create (once) and return the development secret kept in the data folder."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / SECRET_FILE_NAME
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def describe_error(error: ValidationError) -> str:
+    """Turn a settings validation error into one line naming the variable."""
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    name = f"TASKAPI_{field.upper()}" if field else "settings"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"invalid setting {name}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, creating the development secret if needed."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(describe_error(error)) from None
+    if not settings.secret_key:
+        secret = _development_secret(settings.data_dir)
+        settings = settings.model_copy(update={"secret_key": secret})
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
