@@ -7,11 +7,14 @@ import uuid
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from taskapi.api import auth, docs, health, tasks
 from taskapi.api.deps import close_db_session
 from taskapi.db import make_engine, make_session_factory
 from taskapi.errors import ApiError, register_error_handlers
+from taskapi.limits import LoginFailureGuard, make_limiter
+from taskapi.logs import install_access_log
 from taskapi.security import init_jwt, jwt_config
 from taskapi.settings import Settings, load_settings
 
@@ -44,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     init_jwt(app)
     _install_request_hooks(app, settings)
+    install_access_log(app)
     if settings.cors_origins:
         CORS(
             app,
@@ -56,6 +60,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     for blueprint in (auth.bp, tasks.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
+    # After the request-id and body-size hooks, so 413 ranks before 429.
+    limiter = make_limiter(app, settings)
+    app.extensions["taskapi"]["login_guard"] = LoginFailureGuard(settings)
+    if settings.redis_url:
+        app.extensions["taskapi"]["redis_probe"] = limiter.storage.check
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
     app.teardown_appcontext(close_db_session)
     return app
 

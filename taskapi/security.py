@@ -10,7 +10,7 @@ from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_jwt_extended import (
     JWTManager,
     create_access_token,
@@ -147,6 +147,7 @@ def _is_session_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> boo
         user_id = uuid.UUID(str(payload.get("sub")))
     except ValueError:
         return True
+    g.user_id = str(user_id)  # for the access log
     return not auth_service.session_is_live(
         db_session(), session_id=session_id, user_id=user_id, now=utcnow()
     )

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
+from taskapi.logs import configure_logging
 from taskapi.settings import Settings
 
 
@@ -54,4 +55,5 @@ class TaskApiServer(BaseApplication):  # type: ignore[misc]
 
 def run(settings: Settings, *, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests get ``graceful_timeout`` to finish."""
+    configure_logging(settings)
     TaskApiServer(settings, gunicorn_options(settings, host=host, port=port)).run()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from flask_jwt_extended import (
     decode_token,
     get_jwt,
@@ -17,7 +17,7 @@ from flask_jwt_extended.exceptions import CSRFError
 from taskapi.api.deps import db_session, settings
 from taskapi.api.operation import json_response, operation, parse_id
 from taskapi.db import utcnow
-from taskapi.errors import not_found
+from taskapi.errors import ApiError, not_found
 from taskapi.schemas.auth import (
     DeleteMeBody,
     LoginAnswer,
@@ -90,9 +90,15 @@ def register(body: RegisterBody) -> Response:
 def login(body: LoginBody) -> Response:
     """Check credentials, open a session and issue its first tokens."""
     db, config = db_session(), settings()
-    user = service.authenticate(
-        db, email=body.email, password=body.password, rounds=config.bcrypt_rounds
-    )
+    guard = current_app.extensions["taskapi"]["login_guard"]
+    guard.check(body.email)
+    try:
+        user = service.authenticate(
+            db, email=body.email, password=body.password, rounds=config.bcrypt_rounds
+        )
+    except ApiError:
+        guard.record_failure(body.email)
+        raise
     grant = service.open_session(
         db,
         user_id=user.id,

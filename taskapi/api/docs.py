@@ -33,7 +33,7 @@ SECURITY_SCHEMES = {
     "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "taskapi_refresh"},
     "csrfHeader": {"type": "apiKey", "in": "header", "name": "X-CSRF-TOKEN"},
 }
-SECURITY = {
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "access": [{"bearerAuth": []}],
     "refresh": [{"bearerAuth": []}, {"refreshCookie": [], "csrfHeader": []}],
 }
@@ -81,9 +81,7 @@ def _ok_response(op: Operation, refs: dict[tuple[type[BaseModel], str], Any]) ->
     return response
 
 
-def _parameters(
-    op: Operation, path_names: list[str], schemas: dict[str, Any]
-) -> list[dict[str, Any]]:
+def _parameters(op: Operation, path_names: list[str]) -> list[dict[str, Any]]:
     """Path, query and header parameters of an operation."""
     params: list[dict[str, Any]] = [
         {"name": n, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
