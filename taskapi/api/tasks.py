@@ -81,9 +81,9 @@ def _sync_key() -> bytes:
 def create_task(body: TaskWrite) -> Response:
     """Create a task; ``Idempotency-Key`` makes retries safe."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 255:
+    if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):
         raise validation_error(
-            [{"field": "Idempotency-Key", "message": "must be 1 to 255 characters"}]
+            [{"field": "Idempotency-Key", "message": "must be 1 to 255 printable characters"}]
         )
     created = service.create_task(
         db_session(),

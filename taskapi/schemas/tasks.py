@@ -152,8 +152,8 @@ class TaskListQuery(QueryModel):
     cursor: str | None = Field(default=None, max_length=2048, description="From next_cursor")
     completed: Literal["true", "false"] | None = None
     priority: Priority | None = None
-    tag: str | None = Field(default=None, min_length=1, max_length=TAG_MAX)
-    q: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
+    tag: Text | None = Field(default=None, min_length=1, max_length=TAG_MAX)
+    q: Text | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
     due_before: InputTimestamp | None = None
     due_after: InputTimestamp | None = None
     sort: SortKey = "-created_at"

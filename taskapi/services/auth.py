@@ -88,7 +88,7 @@ def open_session(
         last_used_at=now,
         rotated_at=now,
         expires_at=now + lifetime,
-        user_agent=user_agent[:USER_AGENT_MAX],
+        user_agent="".join(c for c in user_agent if c.isprintable())[:USER_AGENT_MAX],
         cookie_mode=cookie_mode,
         current_jti=str(uuid.uuid4()),
     )
