@@ -15,7 +15,7 @@ from taskapi.db import make_engine, make_session_factory
 from taskapi.errors import ApiError, register_error_handlers
 from taskapi.limits import LoginFailureGuard, make_limiter
 from taskapi.logs import install_access_log
-from taskapi.security import init_jwt, jwt_config
+from taskapi.security import REFRESH_COOKIE_NAME, init_jwt, jwt_config
 from taskapi.settings import Settings, load_settings
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -84,8 +84,13 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
     @app.before_request
     def reject_oversized_body() -> None:
         # Checked before auth and rate limits: the contract ranks 413 above 401 and 429.
+        # Unknown routes and methods still answer 404/405 first, as the contract orders them.
         length = request.content_length
-        if length is not None and length > settings.max_body_bytes:
+        if (
+            request.routing_exception is None
+            and length is not None
+            and length > settings.max_body_bytes
+        ):
             raise ApiError(413, "payload_too_large", "The request body is too large.")
 
     @app.after_request
@@ -97,4 +102,22 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
             response.headers["Cache-Control"] = "no-store"
         if settings.hsts and settings.is_production:
             response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+        if response.status_code == 401 and "WWW-Authenticate" not in response.headers:
+            _add_bearer_challenge(app, response)
+        if request.method == "OPTIONS" and not response.get_data():
+            # Flask's automatic OPTIONS answer is an empty text/html 200; say "no content".
+            response.status_code = 204
+            response.headers.pop("Content-Type", None)
+        if settings.cors_origins:
+            response.vary.add("Origin")
         return response
+
+
+def _add_bearer_challenge(app: Flask, response: Response) -> None:
+    """RFC 6750: every 401 of a guarded route (wrong password on /auth/password too) challenges."""
+    view = app.view_functions.get(request.endpoint or "")
+    operation = getattr(view, "operation", None)
+    if operation is None or operation.auth is None:
+        return
+    sent = "Authorization" in request.headers or REFRESH_COOKIE_NAME in request.cookies
+    response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if sent else "Bearer"

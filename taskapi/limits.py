@@ -25,7 +25,8 @@ from taskapi.settings import Settings
 
 log = logging.getLogger("taskapi.limits")
 EXEMPT_BLUEPRINTS = ("health", "docs")
-REDIS_TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+# Fail fast when Redis hangs, so the in-memory fallback takes over within a second.
+REDIS_TIMEOUTS: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
 
 def client_address() -> str:
@@ -79,7 +80,8 @@ def make_limiter(app: Flask, settings: Settings) -> Limiter:
     }
     for endpoint, limit in route_limits.items():
         view = app.view_functions[endpoint]
-        app.view_functions[endpoint] = limiter.limit(limit, key_func=client_address)(view)
+        limited = limiter.limit(limit, key_func=client_address)(view)
+        app.view_functions[endpoint] = limited  # type: ignore[assignment]
     return limiter
 
 
@@ -126,7 +128,7 @@ class LoginFailureGuard:
         self.enabled = settings.ratelimit_enabled
         self.pair_limit: RateLimitItem = parse(settings.ratelimit_login_failures)
         self.email_limit: RateLimitItem = parse(settings.ratelimit_login_email)
-        primary: Storage = storage_from_string(
+        primary: Storage = storage_from_string(  # type: ignore[assignment]
             _storage_uri(settings), **(REDIS_TIMEOUTS if settings.redis_url else {})
         )
         self.primary = FixedWindowRateLimiter(primary)

@@ -17,7 +17,7 @@ from flask_jwt_extended import (
 from flask_jwt_extended.exceptions import CSRFError
 
 from taskapi.api.deps import db_session, settings
-from taskapi.api.operation import json_response, operation, parse_id
+from taskapi.api.operation import PATCH_TYPES, json_response, operation, parse_id
 from taskapi.db import utcnow
 from taskapi.errors import ApiError, not_found
 from taskapi.schemas.auth import (
@@ -205,6 +205,7 @@ def get_me() -> Response:
     body=UpdateMeBody,
     ok=(200, UserPublic),
     errors=(400, 401, 413, 415, 429),
+    media_types=PATCH_TYPES,
 )
 def update_me(body: UpdateMeBody) -> Response:
     """Update the authenticated user's name."""

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, send_from_directory
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
-from taskapi.api.operation import Operation, json_response
+from taskapi.api.operation import Operation, json_response, operation
 from taskapi.schemas.common import ErrorBody
 
 bp = Blueprint("docs", __name__)
@@ -77,7 +77,9 @@ def _ok_response(op: Operation, refs: dict[tuple[type[BaseModel], str], Any]) ->
     }
     if op.ok_model is not None:
         schema = refs[(op.ok_model, "serialization")]
-        response["content"] = {"application/json": {"schema": schema}}
+        response["content"] = {op.ok_media: {"schema": schema}}
+    elif op.ok_media != "application/json":
+        response["content"] = {op.ok_media: {"schema": {"type": "string"}}}
     return response
 
 
@@ -107,7 +109,9 @@ def _operation(
     """One OpenAPI operation object."""
     statuses = set(op.errors) | {400, 500}
     if op.auth is not None:
-        statuses |= {401, 503}
+        statuses.add(401)
+    if op.uses_database:
+        statuses.add(503)
     if op.rate_limited:
         statuses.add(429)
     responses = {str(s): _error_response(s) for s in sorted(statuses)}
@@ -191,7 +195,23 @@ DOCS_PAGE = """<!doctype html>
 DOCS_INIT = "SwaggerUIBundle({url: '/api/v1/openapi.json', dom_id: '#ui'});\n"
 
 
+class OpenApiDocument(BaseModel):
+    """An OpenAPI 3.1 document (this one)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    openapi: str
+
+
 @bp.get("/api/v1/openapi.json")
+@operation(
+    "This OpenAPI document",
+    tags=("docs",),
+    auth=None,
+    ok=(200, OpenApiDocument),
+    rate_limited=False,
+    uses_database=False,
+)
 def openapi_document() -> Response:
     """The OpenAPI 3.1 document."""
     cached = current_app.extensions["taskapi"].get("openapi")
@@ -201,6 +221,14 @@ def openapi_document() -> Response:
 
 
 @bp.get("/api/docs")
+@operation(
+    "Interactive documentation (Swagger UI)",
+    tags=("docs",),
+    auth=None,
+    rate_limited=False,
+    uses_database=False,
+    ok_media="text/html",
+)
 def docs_page() -> Response:
     """An interactive page over the OpenAPI document."""
     return Response(DOCS_PAGE, mimetype="text/html")

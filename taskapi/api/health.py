@@ -19,7 +19,12 @@ TAGS = ("health",)
 
 @bp.get("/health")
 @operation(
-    "Liveness: the process answers", tags=TAGS, auth=None, ok=(200, Health), rate_limited=False
+    "Liveness: the process answers",
+    tags=TAGS,
+    auth=None,
+    ok=(200, Health),
+    rate_limited=False,
+    uses_database=False,
 )
 def health() -> Response:
     """Answer without touching the database."""

@@ -44,6 +44,8 @@ class Operation:
     alternatives: dict[int, type[BaseModel]] = field(default_factory=dict)
     description: str = ""
     rate_limited: bool = True
+    uses_database: bool = True
+    ok_media: str = "application/json"
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:
@@ -122,6 +124,8 @@ def operation(
     alternatives: dict[int, type[BaseModel]] | None = None,
     description: str = "",
     rate_limited: bool = True,
+    uses_database: bool = True,
+    ok_media: str = "application/json",
 ) -> Callable[[F], F]:
     """Validate and document a view; the view receives ``body=`` and ``query=`` as declared."""
 
@@ -142,6 +146,8 @@ def operation(
             alternatives=alternatives or {},
             description=description,
             rate_limited=rate_limited,
+            uses_database=uses_database,
+            ok_media=ok_media,
         )
 
         @wraps(view)

@@ -33,12 +33,16 @@ def _aware(value: datetime) -> datetime:
         raise ValueError(
             "must be an RFC 3339 timestamp with an offset, such as 2026-11-22T12:00:00Z"
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+        raise ValueError("is out of the supported range once converted to UTC") from None
 
 
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with six fractional digits and ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, unlike strftime("%Y"), keeps four year digits for years before 1000.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]

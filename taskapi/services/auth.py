@@ -39,12 +39,7 @@ def invalid_credentials() -> ApiError:
 
 def token_revoked() -> ApiError:
     """The presented token's session has ended."""
-    return ApiError(
-        401,
-        "token_revoked",
-        "The token's session has ended.",
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-    )
+    return ApiError(401, "token_revoked", "The token's session has ended.")
 
 
 def register(db: DbSession, *, email: str, password: str, name: str, rounds: int) -> User:
