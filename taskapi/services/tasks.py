@@ -100,14 +100,14 @@ def create_task(
     db.add(task)
     db.flush()
     body = render(task)
-    if idempotency_key is not None:
-        db.execute(
-            insert(IdempotencyKey).values(
-                owner_id=user_id, key=idempotency_key, request_hash=digest,
-                status=201, response=body, created_at=now,
-            )
-        )  # fmt: skip
     try:
+        if idempotency_key is not None:
+            db.execute(
+                insert(IdempotencyKey).values(
+                    owner_id=user_id, key=idempotency_key, request_hash=digest,
+                    status=201, response=body, created_at=now,
+                )
+            )  # fmt: skip
         db.commit()
     except IntegrityError:  # a concurrent request with the same key committed first
         db.rollback()
