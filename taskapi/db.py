@@ -72,9 +72,16 @@ def _engine_options(url: str) -> dict[str, Any]:
     }
 
 
+def _casefold(value: str | None) -> str | None:
+    """Unicode case folding for SQLite's ``casefold()`` SQL function."""
+    return value.casefold() if isinstance(value, str) else value
+
+
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     """Enforce foreign keys, use WAL, and let us issue BEGIN ourselves (see below)."""
     dbapi_connection.isolation_level = None
+    # SQLite's lower() folds ASCII only; searches need Unicode case folding.
+    dbapi_connection.create_function("casefold", 1, _casefold, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -51,15 +51,23 @@ def _where(filters: TaskFilters, dialect: str) -> list[ColumnElement[bool]]:
     if filters.tag is not None:
         conditions.append(_has_tag(filters.tag, dialect))
     if filters.q is not None:
-        conditions.append(
-            or_(Task.title.icontains(filters.q, autoescape=True),
-                Task.notes.icontains(filters.q, autoescape=True))
-        )  # fmt: skip
+        conditions.append(_contains_text(filters.q, dialect))
     if filters.due_before is not None:
         conditions.append(Task.due_at < filters.due_before)
     if filters.due_after is not None:
         conditions.append(Task.due_at > filters.due_after)
     return conditions
+
+
+def _contains_text(q: str, dialect: str) -> ColumnElement[bool]:
+    """Case-insensitive substring of title or notes; ``%`` and ``_`` are literal."""
+    if dialect == "sqlite":  # casefold() is registered on every SQLite connection
+        needle = q.casefold()
+        return or_(
+            func.casefold(Task.title).contains(needle, autoescape=True),
+            func.casefold(Task.notes).contains(needle, autoescape=True),
+        )
+    return or_(Task.title.icontains(q, autoescape=True), Task.notes.icontains(q, autoescape=True))
 
 
 def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
