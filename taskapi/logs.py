@@ -49,13 +49,18 @@ class ConsoleFormatter(logging.Formatter):
         return f"{base} {extras}".rstrip()
 
 
+def uses_json(settings: Settings) -> bool:
+    """JSON unless configured otherwise; development defaults to the console format."""
+    return (settings.log_format or ("json" if settings.is_production else "console")) == "json"
+
+
 def configure_logging(settings: Settings) -> None:
     """Install one stderr handler on the root logger (once per process)."""
     root = logging.getLogger()
     if any(getattr(h, _HANDLER_MARK, False) for h in root.handlers):
         return
     handler = logging.StreamHandler(sys.stderr)
-    use_json = (settings.log_format or ("json" if settings.is_production else "console")) == "json"
+    use_json = uses_json(settings)
     console = ConsoleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(JsonFormatter() if use_json else console)
     setattr(handler, _HANDLER_MARK, True)

@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
-from taskapi.logs import configure_logging
+from taskapi.logs import JsonFormatter, configure_logging, uses_json
 from taskapi.settings import Settings
 
 
@@ -30,7 +31,18 @@ def gunicorn_options(settings: Settings, *, host: str, port: int) -> dict[str, A
         "loglevel": settings.log_level.lower(),
         "limit_request_line": 8190,
         "forwarded_allow_ips": "127.0.0.1",
+        "logger_class": JsonGunicornLogger if uses_json(settings) else Logger,
     }
+
+
+class JsonGunicornLogger(Logger):  # type: ignore[misc]
+    """gunicorn's own lines (start, workers, signals) as JSON too, one object per line."""
+
+    def setup(self, cfg: Any) -> None:
+        """Let gunicorn install its handlers, then give them our formatter."""
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
 
 
 class TaskApiServer(BaseApplication):  # type: ignore[misc]
