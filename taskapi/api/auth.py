@@ -44,6 +44,7 @@ from taskapi.services.auth import RefreshGrant
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 TAGS = ("auth",)
+CSRF_HEADER_DOC = "Cookie mode: the csrf_token from login or the last refresh (403 otherwise)"
 
 
 def _user_view(user: object) -> UserPublic:
@@ -130,6 +131,7 @@ def _set_refresh_cookie(response: Response, user_id: uuid.UUID, grant: RefreshGr
     auth="refresh",
     ok=(200, TokenPair),
     errors=(401, 403, 429),
+    headers={"X-CSRF-TOKEN": CSRF_HEADER_DOC},
     description=(
         "Send the refresh token as Authorization: Bearer, or (cookie mode) the refresh cookie "
         "with X-CSRF-TOKEN. Each refresh token works once; a reused one revokes its session, "
@@ -157,7 +159,15 @@ def refresh() -> Response:
 
 
 @bp.post("/logout")
-@operation("End this session", tags=TAGS, auth="access", ok=(204, None), errors=(401, 403, 429))
+@operation(
+    "End this session",
+    tags=TAGS,
+    auth="access",
+    ok=(204, None),
+    errors=(401, 403, 429),
+    headers={"X-CSRF-TOKEN": CSRF_HEADER_DOC},
+    description="With the refresh cookie present, X-CSRF-TOKEN must match; the cookie is cleared.",
+)
 def logout() -> Response:
     """Revoke the current session; with the refresh cookie, also require CSRF and clear it."""
     cookie = request.cookies.get(REFRESH_COOKIE_NAME)
