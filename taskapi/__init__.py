@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-
-from flask import Flask, Response, g, request
+from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from taskapi.api import auth, docs, health, tasks
 from taskapi.api.deps import close_db_session
+from taskapi.api.hooks import install_request_hooks
+from taskapi.api.tasks import TaskIdConverter
 from taskapi.db import make_engine, make_session_factory
-from taskapi.errors import ApiError, register_error_handlers
+from taskapi.errors import register_error_handlers
 from taskapi.limits import LoginFailureGuard, make_limiter
 from taskapi.logs import install_access_log
-from taskapi.security import REFRESH_COOKIE_NAME, init_jwt, jwt_config
+from taskapi.security import init_jwt, jwt_config
 from taskapi.settings import Settings, load_settings
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 EXPOSED_HEADERS = [
     "ETag", "Location", "Link", "Retry-After", "X-Request-ID", "Idempotent-Replayed",
     "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset",
@@ -46,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     }
     register_error_handlers(app)
     init_jwt(app)
-    _install_request_hooks(app, settings)
+    install_request_hooks(app, settings)
     install_access_log(app)
     if settings.cors_origins:
         CORS(
@@ -58,6 +56,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             max_age=settings.cors_max_age,
             vary_header=True,
         )
+    # "changes" is a route of its own, so /tasks/changes must not match /tasks/<task_id>.
+    app.url_map.converters["task_id"] = TaskIdConverter
     for blueprint in (auth.bp, tasks.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     # After the request-id and body-size hooks, so 413 ranks before 429.
@@ -71,53 +71,3 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     app.teardown_appcontext(close_db_session)
     return app
-
-
-def _install_request_hooks(app: Flask, settings: Settings) -> None:
-    """Request ids, the early body-size check and response headers."""
-
-    @app.before_request
-    def assign_request_id() -> None:
-        supplied = request.headers.get("X-Request-ID", "")
-        g.request_id = supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
-
-    @app.before_request
-    def reject_oversized_body() -> None:
-        # Checked before auth and rate limits: the contract ranks 413 above 401 and 429.
-        # Unknown routes and methods still answer 404/405 first, as the contract orders them.
-        length = request.content_length
-        if (
-            request.routing_exception is None
-            and length is not None
-            and length > settings.max_body_bytes
-        ):
-            raise ApiError(413, "payload_too_large", "The request body is too large.")
-
-    @app.after_request
-    def add_standard_headers(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.path.startswith("/api/v1/auth"):
-            response.headers["Cache-Control"] = "no-store"
-        if settings.hsts and settings.is_production:
-            response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
-        if response.status_code == 401 and "WWW-Authenticate" not in response.headers:
-            _add_bearer_challenge(app, response)
-        if request.method == "OPTIONS" and not response.get_data():
-            # Flask's automatic OPTIONS answer is an empty text/html 200; say "no content".
-            response.status_code = 204
-            response.headers.pop("Content-Type", None)
-        if settings.cors_origins:
-            response.vary.add("Origin")
-        return response
-
-
-def _add_bearer_challenge(app: Flask, response: Response) -> None:
-    """RFC 6750: every 401 of a guarded route (wrong password on /auth/password too) challenges."""
-    view = app.view_functions.get(request.endpoint or "")
-    operation = getattr(view, "operation", None)
-    if operation is None or operation.auth is None:
-        return
-    sent = "Authorization" in request.headers or REFRESH_COOKIE_NAME in request.cookies
-    response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if sent else "Bearer"

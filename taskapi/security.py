@@ -87,9 +87,13 @@ def current_session_id() -> uuid.UUID:
     return uuid.UUID(get_jwt()["sid"])
 
 
-def _token_sent() -> bool:
-    """Whether the client presented any token, for the RFC 6750 challenge."""
-    return "Authorization" in request.headers or REFRESH_COOKIE_NAME in request.cookies
+def token_sent() -> bool:
+    """Whether the client tried Bearer auth or sent a refresh cookie (RFC 6750 challenge).
+
+    Another scheme (``Basic ...``) is no bearer token, so it gets the bare challenge.
+    """
+    scheme = request.headers.get("Authorization", "")[:6].lower()
+    return scheme == "bearer" or bool(request.cookies.get(REFRESH_COOKIE_NAME))
 
 
 def access_required(view: F) -> F:
@@ -157,7 +161,7 @@ def _reject(code: str, message: str) -> Callable[..., Response]:
     """A loader that answers with our 401 shape."""
 
     def loader(*_args: Any) -> Response:
-        return error_response(unauthorized(code, message, token_sent=_token_sent()))
+        return error_response(unauthorized(code, message, token_sent=token_sent()))
 
     return loader
 

@@ -28,6 +28,10 @@ RATE_HEADERS = {
     "RateLimit-Remaining": "Requests left in the current window",
     "RateLimit-Reset": "Seconds until the window resets",
 }
+HEADER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": 255,
+                        "pattern": "^[\\x20-\\x7e]+$"},
+}  # fmt: skip
 SECURITY_SCHEMES = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
     "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "taskapi_refresh"},
@@ -98,8 +102,9 @@ def _parameters(op: Operation, path_names: list[str]) -> list[dict[str, Any]]:
                 {"name": name, "in": "query", "required": name in required, "schema": prop}
             )
     for name, description in op.headers.items():
+        schema = HEADER_SCHEMAS.get(name, {"type": "string"})
         params.append({"name": name, "in": "header", "required": False,
-                       "schema": {"type": "string"}, "description": description})  # fmt: skip
+                       "schema": schema, "description": description})  # fmt: skip
     return params
 
 

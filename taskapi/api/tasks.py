@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request, url_for
+from werkzeug.routing import BaseConverter
 
 from taskapi.api.deps import db_session, settings
 from taskapi.api.operation import PATCH_TYPES, json_response, operation, parse_id
@@ -29,6 +30,14 @@ from taskapi.services import listing, sync
 from taskapi.services import tasks as service
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
+
+
+class TaskIdConverter(BaseConverter):
+    """Any path segment but ``changes``, which is the delta-sync route."""
+
+    regex = r"(?!changes$)[^/]+"
+
+
 TAGS = ("tasks",)
 WRITE_ERRORS = (400, 401, 404, 412, 413, 415, 428, 429)
 
@@ -75,7 +84,7 @@ def _sync_key() -> bytes:
     body=TaskWrite,
     ok=(201, TaskPublic),
     errors=(400, 401, 409, 413, 415, 429),
-    headers={"Idempotency-Key": "Optional, 1 to 255 characters; a repeat replays the first answer"},
+    headers={"Idempotency-Key": "1 to 255 printable characters; a repeat replays the first answer"},
     response_headers=("Location", "ETag", "Idempotent-Replayed"),
 )
 def create_task(body: TaskWrite) -> Response:
@@ -180,7 +189,7 @@ def changes(query: ChangesQuery) -> Response:
     return json_response({"changes": items, "next": page.next_token, "has_more": page.has_more})
 
 
-@bp.get("/<task_id>")
+@bp.get("/<task_id:task_id>")
 @operation(
     "Get a task",
     tags=TAGS,
@@ -200,7 +209,7 @@ def get_task(task_id: str) -> Response:
     return _task_response(task_json(task))
 
 
-@bp.put("/<task_id>")
+@bp.put("/<task_id:task_id>")
 @operation(
     "Replace a task",
     tags=TAGS,
@@ -215,7 +224,7 @@ def replace_task(task_id: str, body: TaskWrite) -> Response:
     return _update(task_id, body.model_dump(exclude=_IGNORED))
 
 
-@bp.patch("/<task_id>")
+@bp.patch("/<task_id:task_id>")
 @operation(
     "Change some fields of a task",
     tags=TAGS,
@@ -248,7 +257,7 @@ def _update(task_id: str, fields: dict[str, Any]) -> Response:
     return _task_response(task_json(task))
 
 
-@bp.delete("/<task_id>")
+@bp.delete("/<task_id:task_id>")
 @operation(
     "Delete a task",
     tags=TAGS,

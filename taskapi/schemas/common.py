@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+)
 
 
 def _no_nul(value: str) -> str:
@@ -20,11 +22,14 @@ def _no_nul(value: str) -> str:
 
 def _rfc3339_string(value: object) -> object:
     """Only RFC 3339 strings with an offset are timestamps; numbers and dates are not."""
-    if not isinstance(value, str) or not RFC3339.match(value):
+    match = RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
         raise ValueError(
             "must be an RFC 3339 timestamp with an offset, such as 2026-11-22T12:00:00Z"
         )
-    return value
+    # RFC 3339 allows any number of fractional digits; microseconds are kept.
+    seconds, fraction, offset = match.groups()
+    return f"{seconds}.{(fraction or '0')[:6]}{offset}"
 
 
 def _aware(value: datetime) -> datetime:

@@ -149,7 +149,9 @@ class TaskListQuery(QueryModel):
     """Query parameters of ``GET /tasks``; every one is validated."""
 
     limit: int = Field(default=50, ge=1, le=100)
-    cursor: str | None = Field(default=None, max_length=2048, description="From next_cursor")
+    cursor: str | None = Field(
+        default=None, min_length=1, max_length=2048, description="From next_cursor"
+    )
     completed: Literal["true", "false"] | None = None
     priority: Priority | None = None
     tag: Text | None = Field(default=None, min_length=1, max_length=TAG_MAX)
