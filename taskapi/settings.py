@@ -7,8 +7,11 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 MIN_SECRET_BYTES = 32
 SECRET_FILE_NAME = "secret_key"
@@ -71,6 +74,49 @@ class Settings(BaseSettings):
         for origin in value:
             if set(origin) & set("*\\]?$^[()") or not origin.startswith(("http://", "https://")):
                 raise ValueError(f"{origin!r} is not an exact origin like https://app.example.com")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        """Accept plain postgres:// URLs (as hosting platforms give them) and use psycopg 3."""
+        if not value:
+            return value
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                value = "postgresql+psycopg://" + value[len(prefix) :]
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("is not a database URL such as postgresql+psycopg://host/db") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("must be a SQLite or PostgreSQL URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        """Only Redis URLs; an empty value means in-memory limits."""
+        if not value:
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator(
+        "ratelimit_default",
+        "ratelimit_login",
+        "ratelimit_login_failures",
+        "ratelimit_login_email",
+        "ratelimit_register",
+    )
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        """Limits use flask-limiter's notation, such as ``300/minute`` or ``5/15 minutes``."""
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as 300/minute") from None
         return value
 
     @field_validator("cookie_samesite", mode="before")

@@ -38,6 +38,10 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
         ("TASKAPI_REFRESH_GRACE_SECONDS", "9"),
         ("TASKAPI_CORS_ORIGINS", "*"),
         ("TASKAPI_ENV", "staging"),
+        ("TASKAPI_REDIS_URL", "memcached://127.0.0.1"),
+        ("TASKAPI_RATELIMIT_LOGIN", "lots"),
+        ("TASKAPI_DATABASE_URL", "mysql://root@127.0.0.1/taskapi"),
+        ("TASKAPI_COOKIE_SAMESITE", "sometimes"),
     ],
 )
 def test_bad_setting_stops_with_one_line(variable: str, value: str, tmp_path: Path) -> None:
@@ -70,6 +74,14 @@ def test_development_secret_is_created_once_private(tmp_path: Path) -> None:
     assert (secret.stat().st_mode & 0o777) == 0o600
     assert len(secret.read_text().strip()) >= 32
     assert (tmp_path / "instance" / "taskapi.db").exists()
+
+
+def test_plain_postgres_urls_use_psycopg() -> None:
+    """postgres:// URLs from hosting platforms are accepted and use psycopg 3."""
+    from taskapi.settings import Settings
+
+    settings = Settings(database_url="postgres://u@db.internal/tasks", secret_key=TEST_SECRET)
+    assert settings.sqlalchemy_url == "postgresql+psycopg://u@db.internal/tasks"
 
 
 def test_help_explains_the_commands(tmp_path: Path) -> None:
