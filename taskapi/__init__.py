@@ -14,6 +14,7 @@ from taskapi.db import make_engine, make_session_factory
 from taskapi.errors import register_error_handlers
 from taskapi.limits import LoginFailureGuard, make_limiter
 from taskapi.logs import install_access_log
+from taskapi.passwords import dummy_hash
 from taskapi.security import init_jwt, jwt_config
 from taskapi.settings import Settings, load_settings
 
@@ -70,4 +71,6 @@ def create_app(settings: Settings | None = None) -> Flask:
             app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
         )
     app.teardown_appcontext(close_db_session)
+    # Hash the decoy now, so that even the first login with an unknown email costs one bcrypt.
+    dummy_hash(settings.bcrypt_rounds)
     return app
