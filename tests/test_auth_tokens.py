@@ -306,24 +306,45 @@ def test_token_two_rotations_old_is_reuse_even_within_grace(alice: User) -> None
     assert_401(me(alice.client, second["access_token"]), "token_revoked")
 
 
-def test_concurrent_refreshes_share_one_successor(app: Flask, alice: User) -> None:
-    """Two tabs refreshing one token at once both get 200 and the same successor."""
+def concurrent_refreshes(app: Flask, token: str) -> list[Any]:
+    """Two tabs present one refresh token at the same moment."""
     barrier, answers = threading.Barrier(2), []
 
     def tab() -> None:
         http = app.test_client()
         barrier.wait()
-        answers.append(refresh(http, alice.refresh_token))
+        answers.append(refresh(http, token))
 
     threads = [threading.Thread(target=tab) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
+    return answers
+
+
+def test_concurrent_refreshes_share_one_successor(app: Flask, alice: User) -> None:
+    """Two tabs refreshing one token at once both get 200 and the same successor."""
+    answers = concurrent_refreshes(app, alice.refresh_token)
     assert [a.status_code for a in answers] == [200, 200], [a.json for a in answers]
     assert answers[0].json["refresh_token"] == answers[1].json["refresh_token"]
     assert me(alice.client, answers[1].json["access_token"]).status_code == 200
     assert refresh(alice.client, answers[0].json["refresh_token"]).status_code == 200
+
+
+def test_concurrent_refreshes_without_grace_revoke_the_session(
+    make_app: AppFactory, make_user: UserFactory
+) -> None:
+    """With no grace, the second of two simultaneous uses is reuse: the session ends."""
+    app = make_app(refresh_grace_seconds=0)
+    user = make_user(on=app.test_client())
+    answers = concurrent_refreshes(app, user.refresh_token)
+    assert sorted(a.status_code for a in answers) == [200, 401]
+    winner = next(a for a in answers if a.status_code == 200)
+    loser = next(a for a in answers if a.status_code == 401)
+    assert loser.json["code"] == "token_revoked"
+    assert_401(me(user.client, winner.json["access_token"]), "token_revoked")
+    assert_401(refresh(user.client, winner.json["refresh_token"]), "token_revoked")
 
 
 # --- logout and sessions ---------------------------------------------------------------------

@@ -138,7 +138,7 @@ def rotate_refresh_token(
         raise token_revoked()
     if advanced.rowcount == 1:  # type: ignore[attr-defined]
         return _grant(row)
-    if row.previous_jti == presented_jti and now - row.rotated_at <= grace:
+    if grace and row.previous_jti == presented_jti and now - row.rotated_at <= grace:
         # Two tabs refreshing at once: answer the late one with the same successor.
         return _grant(row)
     revoke_session(db, session_id=session_id, user_id=row.user_id, now=now)
