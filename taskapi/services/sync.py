@@ -10,10 +10,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as DbSession
 
 from taskapi.errors import ApiError
-from taskapi.models import Task, TaskTombstone
+from taskapi.models import Task, TaskTombstone, User
 from taskapi.services.cursors import bad_token, sign, verify
 
 SYNC_PURPOSE = "sync-token"
+CLOCK_MARGIN = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -35,17 +36,24 @@ class ChangePage:
 
 def _position(
     token: str | None, *, user_id: uuid.UUID, key: bytes, now: datetime, retention: timedelta
-) -> int:
-    """The change number a token stands for; 410 when tombstones may have been pruned since."""
+) -> tuple[int, float]:
+    """(change number, time the client's view was last whole) a token stands for.
+
+    A token older than the tombstone retention may have missed pruned deletions: 410.
+    """
     if token is None:
-        return 0
+        return 0, now.timestamp()
     payload = verify(token, key=key, purpose=SYNC_PURPOSE, field="since")
-    seq, issued, owner = payload.get("s"), payload.get("t"), payload.get("u")
-    if not isinstance(seq, int) or not isinstance(issued, int | float) or owner != str(user_id):
+    seq, complete_at, owner = payload.get("s"), payload.get("t"), payload.get("u")
+    if (
+        not isinstance(seq, int)
+        or not isinstance(complete_at, int | float)
+        or owner != str(user_id)
+    ):
         raise bad_token("since")
-    if now.timestamp() - issued > retention.total_seconds():
+    if now.timestamp() - complete_at > retention.total_seconds():
         raise ApiError(410, "sync_token_expired", "The sync token is too old; sync from the start.")
-    return seq
+    return seq, complete_at
 
 
 def changes_since(
@@ -59,16 +67,23 @@ def changes_since(
     retention: timedelta,
 ) -> ChangePage:
     """Changes after ``token``, oldest first, each task once with its latest state."""
-    since = _position(token, user_id=user_id, key=key, now=now, retention=retention)
+    since, complete_at = _position(token, user_id=user_id, key=key, now=now, retention=retention)
+    # Read the newest change number first and stay at or below it: the two queries below run
+    # in separate snapshots, and a change committed between them must wait for a later page
+    # rather than be half-seen (an old state here, a deletion skipped past there).
+    upper = db.scalar(select(User.change_seq).where(User.id == user_id)) or 0
     tasks = db.scalars(
         select(Task)
-        .where(Task.owner_id == user_id, Task.change_seq > since)
+        .where(Task.owner_id == user_id, Task.change_seq.between(since + 1, upper))
         .order_by(Task.change_seq)
         .limit(limit + 1)
     ).all()
     tombstones = db.execute(
         select(TaskTombstone.id, TaskTombstone.change_seq)
-        .where(TaskTombstone.owner_id == user_id, TaskTombstone.change_seq > since)
+        .where(
+            TaskTombstone.owner_id == user_id,
+            TaskTombstone.change_seq.between(since + 1, upper),
+        )
         .order_by(TaskTombstone.change_seq)
         .limit(limit + 1)
     ).all()
@@ -79,8 +94,12 @@ def changes_since(
     )
     page, has_more = merged[:limit], len(merged) > limit
     last = page[-1][0] if page else since
+    if not has_more:
+        # Caught up: the view is whole as of now (less a margin for deletions that were
+        # stamped before this moment but committed after the read above).
+        complete_at = (now - CLOCK_MARGIN).timestamp()
     next_token = sign(
-        {"s": last, "t": int(now.timestamp()), "u": str(user_id)}, key=key, purpose=SYNC_PURPOSE
+        {"s": last, "t": complete_at, "u": str(user_id)}, key=key, purpose=SYNC_PURPOSE
     )
     return ChangePage(changes=[c for _, c in page], next_token=next_token, has_more=has_more)
 
