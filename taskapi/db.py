@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -21,6 +21,7 @@ NAMING_CONVENTION = {
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 15_000
 SQLITE_BUSY_TIMEOUT_SECONDS = 15
+WRITE_TRANSACTION = "taskapi_write_transaction"
 
 
 def utcnow() -> datetime:
@@ -94,14 +95,33 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, **_engine_options(url))
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
-        event.listen(engine, "begin", _begin_immediate)
+        event.listen(engine, "begin", _begin)
     return engine
 
 
-def _begin_immediate(connection: Any) -> None:
-    """Take SQLite's write lock up front: a deferred read-then-write transaction fails with
-    "database is locked" instead of waiting when another writer committed in between."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _begin(connection: Any) -> None:
+    """Reads begin deferred (WAL lets them run beside a writer); writes take the lock up front.
+
+    A deferred read-then-write transaction fails with "database is locked" instead of
+    waiting when another writer committed in between, so writes must say so at BEGIN.
+    """
+    immediate = connection.get_execution_options().get(WRITE_TRANSACTION)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def begin_write(session: Session) -> None:
+    """Start a unit of work that will write: on SQLite, a BEGIN IMMEDIATE transaction.
+
+    Only reads (the session check) can have happened before, so ending them is harmless.
+    PostgreSQL needs nothing: its row locks order concurrent writers.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    if session.in_transaction():
+        if session.connection().get_execution_options().get(WRITE_TRANSACTION):
+            return  # already writing: keep one transaction
+        session.commit()
+    session.connection(execution_options={WRITE_TRANSACTION: True})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:

@@ -17,7 +17,8 @@ from flask_jwt_extended import (
 from flask_jwt_extended.exceptions import CSRFError
 
 from taskapi.api.deps import db_session, settings
-from taskapi.api.operation import PATCH_TYPES, json_response, operation, parse_id
+from taskapi.api.operation import PATCH_TYPES, json_response, operation
+from taskapi.api.parsing import parse_id
 from taskapi.db import utcnow
 from taskapi.errors import ApiError, not_found
 from taskapi.schemas.auth import (

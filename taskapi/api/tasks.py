@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -10,7 +11,8 @@ from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
 from taskapi.api.deps import db_session, settings
-from taskapi.api.operation import PATCH_TYPES, json_response, operation, parse_id
+from taskapi.api.operation import PATCH_TYPES, json_response, operation
+from taskapi.api.parsing import parse_id
 from taskapi.db import utcnow
 from taskapi.errors import validation_error
 from taskapi.models import Task
@@ -39,6 +41,8 @@ class TaskIdConverter(BaseConverter):
 
 
 TAGS = ("tasks",)
+STRONG_ETAG = re.compile(r'"([0-9]{1,18})"', re.ASCII)
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 WRITE_ERRORS = (400, 401, 404, 412, 413, 415, 428, 429)
 
 
@@ -64,11 +68,10 @@ def _if_match() -> service.Precondition:
         return service.Precondition(required=settings().require_if_match)
     if header.strip() == "*":
         return service.Precondition(versions=None)
-    versions = set()
-    for tag in header.split(","):
-        tag = tag.strip()
-        if tag.startswith('"') and tag.endswith('"') and tag[1:-1].isdigit():
-            versions.add(int(tag[1:-1]))  # weak tags (W/) never match: If-Match is strong
+    # Weak tags (W/"3") never match: If-Match uses strong comparison.
+    versions = {
+        int(m[1]) for m in (STRONG_ETAG.fullmatch(t.strip()) for t in header.split(",")) if m
+    }
     return service.Precondition(versions=frozenset(versions))
 
 
@@ -90,7 +93,7 @@ def _sync_key() -> bytes:
 def create_task(body: TaskWrite) -> Response:
     """Create a task; ``Idempotency-Key`` makes retries safe."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
         raise validation_error(
             [{"field": "Idempotency-Key", "message": "must be 1 to 255 printable characters"}]
         )

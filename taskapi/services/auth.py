@@ -10,7 +10,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
-from taskapi.errors import ApiError
+from taskapi.db import begin_write
+from taskapi.errors import ApiError, not_found
 from taskapi.models import Session, User
 from taskapi.passwords import dummy_hash, hash_password, verify_password
 
@@ -42,17 +43,24 @@ def token_revoked() -> ApiError:
     return ApiError(401, "token_revoked", "The token's session has ended.")
 
 
+def _email_taken() -> ApiError:
+    """409 for an email that already has an account."""
+    return ApiError(409, "email_taken", "An account with this email already exists.")
+
+
 def register(db: DbSession, *, email: str, password: str, name: str, rounds: int) -> User:
     """Create an account; an email already in use is 409 ``email_taken``."""
+    password_hash = hash_password(password, rounds=rounds)  # slow: before any transaction
+    begin_write(db)
     if db.scalar(select(User.id).where(User.email == email)) is not None:
-        raise ApiError(409, "email_taken", "An account with this email already exists.")
-    user = User(email=email, name=name, password_hash=hash_password(password, rounds=rounds))
+        raise _email_taken()
+    user = User(email=email, name=name, password_hash=password_hash)
     db.add(user)
     try:
         db.commit()
     except IntegrityError:  # a concurrent registration won the race
         db.rollback()
-        raise ApiError(409, "email_taken", "An account with this email already exists.") from None
+        raise _email_taken() from None
     return user
 
 
@@ -87,6 +95,7 @@ def open_session(
         cookie_mode=cookie_mode,
         current_jti=str(uuid.uuid4()),
     )
+    begin_write(db)
     db.add(row)
     db.commit()
     return _grant(row)
@@ -116,6 +125,7 @@ def rotate_refresh_token(
 ) -> RefreshGrant:
     """Exchange a refresh token for its successor; a reused one revokes the session."""
     new_jti = str(uuid.uuid4())
+    begin_write(db)
     advanced = db.execute(
         update(Session)
         .where(
@@ -133,11 +143,12 @@ def rotate_refresh_token(
         .execution_options(synchronize_session=False)
     )
     db.commit()
+    if advanced.rowcount == 1:  # type: ignore[attr-defined]
+        # Built from what this call wrote, not re-read: a later rotation may already follow.
+        return RefreshGrant(session_id, new_jti, now, now + lifetime)
     row = db.get(Session, session_id, populate_existing=True)
     if row is None or row.revoked_at is not None:
         raise token_revoked()
-    if advanced.rowcount == 1:  # type: ignore[attr-defined]
-        return _grant(row)
     if grace and row.previous_jti == presented_jti and now - row.rotated_at <= grace:
         # Two tabs refreshing at once: answer the late one with the same successor.
         return _grant(row)
@@ -149,6 +160,7 @@ def revoke_session(
     db: DbSession, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime
 ) -> bool:
     """End one of the user's sessions; False when it is not theirs or already ended."""
+    begin_write(db)
     result = db.execute(
         update(Session)
         .where(Session.id == session_id, Session.user_id == user_id, Session.revoked_at.is_(None))
@@ -163,6 +175,7 @@ def revoke_all_sessions(
     db: DbSession, *, user_id: uuid.UUID, now: datetime, keep: uuid.UUID | None = None
 ) -> None:
     """End every session of the user, except ``keep`` when given."""
+    begin_write(db)
     statement = update(Session).where(Session.user_id == user_id, Session.revoked_at.is_(None))
     if keep is not None:
         statement = statement.where(Session.id != keep)
@@ -174,12 +187,13 @@ def get_user(db: DbSession, *, user_id: uuid.UUID) -> User:
     """The user, or 404 if the account is gone."""
     user = db.get(User, user_id)
     if user is None:
-        raise ApiError(404, "not_found", "The requested resource was not found.")
+        raise not_found()
     return user
 
 
 def update_name(db: DbSession, *, user_id: uuid.UUID, name: str) -> User:
     """Change the user's display name."""
+    begin_write(db)
     user = get_user(db, user_id=user_id)
     user.name = name
     db.commit()
@@ -200,7 +214,9 @@ def change_password(
     user = get_user(db, user_id=user_id)
     if not verify_password(current_password, user.password_hash):
         raise invalid_credentials()
-    user.password_hash = hash_password(new_password, rounds=rounds)
+    new_hash = hash_password(new_password, rounds=rounds)  # slow: before the write transaction
+    begin_write(db)
+    db.execute(update(User).where(User.id == user_id).values(password_hash=new_hash))
     revoke_all_sessions(db, user_id=user_id, now=now, keep=session_id)
 
 
@@ -209,6 +225,7 @@ def delete_account(db: DbSession, *, user_id: uuid.UUID, password: str) -> None:
     user = get_user(db, user_id=user_id)
     if not verify_password(password, user.password_hash):
         raise invalid_credentials()
+    begin_write(db)
     db.execute(delete(User).where(User.id == user_id))
     db.commit()
 
@@ -225,6 +242,7 @@ def list_sessions(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> list[S
 
 def prune_sessions(db: DbSession, *, now: datetime) -> int:
     """Delete expired and revoked sessions; they are never needed for correctness."""
+    begin_write(db)
     result = db.execute(
         delete(Session).where((Session.expires_at <= now) | Session.revoked_at.is_not(None))
     )

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as DbSession
 
+from taskapi.db import begin_write
 from taskapi.errors import ApiError
 from taskapi.models import Task, TaskTombstone, User
 from taskapi.services.cursors import bad_token, sign, verify
@@ -106,6 +107,7 @@ def changes_since(
 
 def prune_tombstones(db: DbSession, *, now: datetime, retention: timedelta) -> int:
     """Forget deletions older than the retention period."""
+    begin_write(db)
     result = db.execute(delete(TaskTombstone).where(TaskTombstone.deleted_at < now - retention))
     db.commit()
     return result.rowcount  # type: ignore[attr-defined,no-any-return]

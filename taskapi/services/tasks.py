@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from taskapi.db import begin_write
 from taskapi.errors import ApiError, not_found
 from taskapi.models import PRIORITIES, IdempotencyKey, Task, TaskTombstone, User
 
@@ -89,6 +90,7 @@ def create_task(
 ) -> Created:
     """Create a task; a repeated idempotency key replays the first answer."""
     digest = _request_hash(fields)
+    begin_write(db)
     if idempotency_key is not None:
         replay = _replay(db, user_id=user_id, key=idempotency_key, digest=digest, now=now)
         if replay is not None:
@@ -143,12 +145,17 @@ def get_task(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
     return owned_task(db, user_id=user_id, task_id=task_id)
 
 
+def _task_changed() -> ApiError:
+    """412: the task is no longer at a version the client named."""
+    return ApiError(412, "precondition_failed", "The task has changed; fetch it again.")
+
+
 def _check_precondition(task: Task, precondition: Precondition) -> None:
     """428 when If-Match is required but absent; 412 when it names other versions."""
     if precondition.required:
         raise ApiError(428, "precondition_required", "Send If-Match with the task's ETag.")
     if precondition.versions is not None and task.version not in precondition.versions:
-        raise ApiError(412, "precondition_failed", "The task has changed; fetch it again.")
+        raise _task_changed()
 
 
 def update_task(
@@ -161,6 +168,7 @@ def update_task(
     precondition: Precondition = Precondition(),
 ) -> Task:
     """Write the given fields (all of them for PUT), bumping ``version`` even if nothing changed."""
+    begin_write(db)
     task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
     _check_precondition(task, precondition)
     _apply(task, fields, now)
@@ -169,11 +177,9 @@ def update_task(
     task.change_seq = _next_change_seq(db, user_id)
     try:
         db.commit()
-    except StaleDataError:  # another writer got there first (SQLite has no FOR UPDATE)
+    except StaleDataError:  # a safety net: the row lock should make this unreachable
         db.rollback()
-        raise ApiError(
-            412, "precondition_failed", "The task has changed; fetch it again."
-        ) from None
+        raise _task_changed() from None
     return task
 
 
@@ -186,6 +192,7 @@ def delete_task(
     precondition: Precondition = Precondition(),
 ) -> None:
     """Delete one task, leaving a tombstone for delta sync."""
+    begin_write(db)
     task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
     _check_precondition(task, precondition)
     seq = _next_change_seq(db, user_id)
@@ -196,6 +203,7 @@ def delete_task(
 
 def clear_completed(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> int:
     """Delete every completed task of the user; returns how many."""
+    begin_write(db)
     ids = list(
         db.scalars(
             select(Task.id)

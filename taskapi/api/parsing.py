@@ -1,0 +1,149 @@
+"""Reading requests: strict JSON bodies, query strings and path ids, with the contract's 400s."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import request
+from pydantic import BaseModel, ValidationError
+
+from taskapi.errors import ApiError, invalid_json, not_found, validation_error
+
+MAX_INT_DIGITS = 4300
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    """``('tags', 3)`` → ``tags.3``; the whole body is ``body``."""
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def _message(error: Any) -> str:
+    """A readable message for one pydantic error."""
+    if error["type"] == "extra_forbidden":
+        return "is not a known field"
+    if error["type"] == "missing":
+        return "is required"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def details_of(error: ValidationError) -> list[dict[str, str]]:
+    """Our ``details`` list for a pydantic validation error."""
+    return [{"field": _field_name(e["loc"]), "message": _message(e)} for e in error.errors()]
+
+
+def _reject_constant(name: str) -> None:
+    """NaN and Infinity are JavaScript, not JSON."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_int(text: str) -> int | str:
+    """Python will not convert integers past 4300 digits; keep such valid JSON as text."""
+    return int(text) if len(text) <= MAX_INT_DIGITS else text
+
+
+def _lone_surrogate_at(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) holding a lone surrogate, if any.
+
+    JSON's \\u escapes can encode half of a surrogate pair, which is not Unicode text and
+    which PostgreSQL refuses to store.
+    """
+    if isinstance(value, str):
+        return None if value.isascii() or _encodes(value) else path or "body"
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and not _encodes(key):
+            return path or "body"
+        found = _lone_surrogate_at(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (encodable as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _load_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse a UTF-8 JSON object strictly: no NaN, no invalid bytes, no lone surrogates."""
+    try:
+        data = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_int=_parse_int
+        )
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        raise invalid_json() from None
+    if not isinstance(data, dict):
+        raise invalid_json("The request body must be a JSON object.")
+    bad = _lone_surrogate_at(data)
+    if bad is not None:
+        raise validation_error([{"field": bad, "message": "must be valid Unicode text"}])
+    return data
+
+
+def check_media_type(media_types: tuple[str, ...]) -> None:
+    """415 for a body in any other media type (checked before every 400)."""
+    if request.mimetype not in media_types:
+        raise ApiError(
+            415, "unsupported_media_type", f"Send the body as {' or '.join(media_types)}."
+        )
+
+
+def parse_body(model: type[BaseModel]) -> BaseModel:
+    """Validate the JSON body against ``model``: 400 for bad JSON or fields."""
+    data = _load_json_object(request.get_data(cache=True))
+    try:
+        # Request models are strict, so JSON types are kept: "true" is not a boolean.
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise validation_error(details_of(error)) from None
+
+
+def _check_query_encoding() -> None:
+    """Werkzeug replaces invalid UTF-8 in the query with U+FFFD; a bad value is a 400."""
+    try:
+        parse_qsl(request.query_string.decode("latin-1"), errors="strict")
+    except UnicodeDecodeError:
+        raise validation_error(
+            [{"field": "query", "message": "must be percent-encoded UTF-8"}]
+        ) from None
+
+
+def parse_query(model: type[BaseModel] | None) -> BaseModel | None:
+    """Validate query parameters; unknown and repeated ones are 400."""
+    _check_query_encoding()
+    args = request.args.to_dict(flat=False)
+    repeated = [name for name, values in args.items() if len(values) > 1]
+    if repeated:
+        raise validation_error([{"field": n, "message": "must be given once"} for n in repeated])
+    if model is None:
+        if args:
+            raise validation_error(
+                [{"field": n, "message": "is not a known query parameter"} for n in args]
+            )
+        return None
+    try:
+        return model.model_validate({name: values[0] for name, values in args.items()})
+    except ValidationError as error:
+        raise validation_error(details_of(error)) from None
+
+
+def parse_id(text: str) -> uuid.UUID:
+    """A path id; one that is not a UUID is simply not found."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise not_found() from None
