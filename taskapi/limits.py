@@ -25,6 +25,7 @@ from taskapi.settings import Settings
 
 log = logging.getLogger("taskapi.limits")
 EXEMPT_BLUEPRINTS = ("health", "docs")
+RETRY_PRIMARY_SECONDS = 5.0
 # Fail fast when Redis hangs, so the in-memory fallback takes over within a second.
 REDIS_TIMEOUTS: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
@@ -133,14 +134,27 @@ class LoginFailureGuard:
         )
         self.primary = FixedWindowRateLimiter(primary)
         self.fallback = FixedWindowRateLimiter(MemoryStorage())
+        self.primary_down_until = 0.0  # 0: believed up; else when to try it again
 
     def _run(self, action: str, *args: Any) -> Any:
-        """Call the strategy on the primary storage, or on memory while it is down."""
-        try:
-            return getattr(self.primary, action)(*args)
-        except Exception:
-            log.warning("login-failure storage unreachable; counting in memory")
-            return getattr(self.fallback, action)(*args)
+        """Call the strategy on the primary storage, or on memory while it is down.
+
+        Like flask-limiter, a dead primary is retried only now and then, so an outage costs
+        one warning and no per-request timeouts.
+        """
+        if self.primary_down_until <= time.monotonic():
+            try:
+                result = getattr(self.primary, action)(*args)
+            except Exception:
+                if self.primary_down_until == 0:
+                    log.warning("login-failure storage unreachable; counting in memory")
+                self.primary_down_until = time.monotonic() + RETRY_PRIMARY_SECONDS
+            else:
+                if self.primary_down_until:
+                    log.info("login-failure storage reachable again")
+                self.primary_down_until = 0.0
+                return result
+        return getattr(self.fallback, action)(*args)
 
     def _checks(self, email: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
         """The (limit, identifiers) pairs that apply to this attempt."""

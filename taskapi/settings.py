@@ -24,7 +24,10 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     """Every knob of taskapi. Unknown ``TASKAPI_*`` variables are ignored."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKAPI_", extra="ignore", frozen=True)
+    # An empty variable (TASKAPI_LOG_FORMAT=) means "use the default", as in the env example.
+    model_config = SettingsConfigDict(
+        env_prefix="TASKAPI_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     env: Literal["development", "production"] = "development"
     data_dir: Path = Path("instance")
@@ -57,7 +60,7 @@ class Settings(BaseSettings):
     trusted_proxies: int = Field(default=0, ge=0, le=10)
     hsts: bool = False
     log_format: Literal["json", "console"] | None = None
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -118,6 +121,12 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError(f"{value!r} is not a rate limit such as 300/minute") from None
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        """Accept log levels in any case."""
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("cookie_samesite", mode="before")
     @classmethod

@@ -42,6 +42,7 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
         ("TASKAPI_RATELIMIT_LOGIN", "lots"),
         ("TASKAPI_DATABASE_URL", "mysql://root@127.0.0.1/taskapi"),
         ("TASKAPI_COOKIE_SAMESITE", "sometimes"),
+        ("TASKAPI_LOG_LEVEL", "verbose"),
     ],
 )
 def test_bad_setting_stops_with_one_line(variable: str, value: str, tmp_path: Path) -> None:
@@ -82,6 +83,19 @@ def test_plain_postgres_urls_use_psycopg() -> None:
 
     settings = Settings(database_url="postgres://u@db.internal/tasks", secret_key=TEST_SECRET)
     assert settings.sqlalchemy_url == "postgresql+psycopg://u@db.internal/tasks"
+
+
+def test_example_environment_file_starts_as_is(tmp_path: Path) -> None:
+    """config/taskapi.env.example, sourced unchanged, is a valid configuration."""
+    example = Path(__file__).resolve().parents[1] / "config" / "taskapi.env.example"
+    script = f"set -a; . {example}; set +a; exec {sys.executable} -m taskapi.cli db upgrade"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKAPI_")}
+    result = subprocess.run(
+        ["bash", "-c", script], env=clean, cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "instance" / "taskapi.db").exists()
 
 
 def test_help_explains_the_commands(tmp_path: Path) -> None:

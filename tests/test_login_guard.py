@@ -1,0 +1,32 @@
+"""The login-failure counters survive a Redis outage with one warning, not one per call."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from flask import Flask
+
+from taskapi.limits import LoginFailureGuard
+from taskapi.settings import Settings
+from tests.conftest import TEST_SECRET, free_port
+
+
+def test_outage_warns_once_and_still_counts(caplog: pytest.LogCaptureFixture) -> None:
+    """With Redis unreachable, failures count in memory and the limit still applies."""
+    settings = Settings(
+        secret_key=TEST_SECRET,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        ratelimit_login_failures="2/minute",
+    )
+    guard = LoginFailureGuard(settings)
+    with Flask(__name__).test_request_context(environ_base={"REMOTE_ADDR": "10.1.2.3"}):
+        with caplog.at_level(logging.WARNING, logger="taskapi.limits"):
+            guard.check("ana@example.com")
+            guard.record_failure("ana@example.com")
+            guard.record_failure("ana@example.com")
+            with pytest.raises(Exception, match="Too many failed logins") as refused:
+                guard.check("ana@example.com")
+    assert getattr(refused.value, "status", None) == 429
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
