@@ -20,13 +20,13 @@ def test_outage_warns_once_and_still_counts(caplog: pytest.LogCaptureFixture) ->
         ratelimit_login_failures="2/minute",
     )
     guard = LoginFailureGuard(settings)
-    with Flask(__name__).test_request_context(environ_base={"REMOTE_ADDR": "10.1.2.3"}):
-        with caplog.at_level(logging.WARNING, logger="taskapi.limits"):
+    request = Flask(__name__).test_request_context(environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    with request, caplog.at_level(logging.WARNING, logger="taskapi.limits"):
+        guard.check("ana@example.com")
+        guard.record_failure("ana@example.com")
+        guard.record_failure("ana@example.com")
+        with pytest.raises(Exception, match="Too many failed logins") as refused:
             guard.check("ana@example.com")
-            guard.record_failure("ana@example.com")
-            guard.record_failure("ana@example.com")
-            with pytest.raises(Exception, match="Too many failed logins") as refused:
-                guard.check("ana@example.com")
     assert getattr(refused.value, "status", None) == 429
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
