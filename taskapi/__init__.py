@@ -7,7 +7,7 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from taskapi.api import auth, docs, health, tasks
-from taskapi.api.deps import close_db_session
+from taskapi.api.deps import close_db_session, session_revoked
 from taskapi.api.hooks import install_request_hooks
 from taskapi.api.tasks import TaskIdConverter
 from taskapi.db import make_engine, make_session_factory
@@ -32,40 +32,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the application from settings (read from the environment when not given)."""
     settings = settings or load_settings()
     app = Flask(__name__)
-    app.config.update(
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
-        **jwt_config(settings),
-    )
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, **jwt_config(settings))
     engine = make_engine(settings.sqlalchemy_url)
     app.extensions["taskapi"] = {
         "settings": settings,
         "engine": engine,
         "session_factory": make_session_factory(engine),
     }
+    init_jwt(app, is_revoked=session_revoked)
     register_error_handlers(app)
-    init_jwt(app)
     install_request_hooks(app, settings)
     install_access_log(app)
-    if settings.cors_origins:
-        CORS(
-            app,
-            resources={r"/api/*": {"origins": list(settings.cors_origins)}},
-            supports_credentials=True,
-            expose_headers=EXPOSED_HEADERS,
-            allow_headers=ALLOWED_HEADERS,
-            max_age=settings.cors_max_age,
-            vary_header=True,
-        )
+    _init_cors(app, settings)
     # "changes" is a route of its own, so /tasks/changes must not match /tasks/<task_id>.
     app.url_map.converters["task_id"] = TaskIdConverter
     for blueprint in (auth.bp, tasks.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
-    # After the request-id and body-size hooks, so 413 ranks before 429.
-    limiter = make_limiter(app, settings)
-    app.extensions["taskapi"]["login_guard"] = LoginFailureGuard(settings)
-    if settings.redis_url:
-        app.extensions["taskapi"]["redis_probe"] = limiter.storage.check
+    _init_limits(app, settings)  # after the body-size hook, so 413 ranks before 429
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
@@ -74,3 +57,26 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Hash the decoy now, so that even the first login with an unknown email costs one bcrypt.
     dummy_hash(settings.bcrypt_rounds)
     return app
+
+
+def _init_cors(app: Flask, settings: Settings) -> None:
+    """CORS for the exact origins on the allowlist only, with credentials."""
+    if not settings.cors_origins:
+        return
+    CORS(
+        app,
+        resources={r"/api/*": {"origins": list(settings.cors_origins)}},
+        supports_credentials=True,
+        expose_headers=EXPOSED_HEADERS,
+        allow_headers=ALLOWED_HEADERS,
+        max_age=settings.cors_max_age,
+        vary_header=True,
+    )
+
+
+def _init_limits(app: Flask, settings: Settings) -> None:
+    """Request budgets, login-failure counters, and the Redis probe for readiness."""
+    limiter = make_limiter(app, settings)
+    app.extensions["taskapi"]["login_guard"] = LoginFailureGuard(settings)
+    if settings.redis_url:
+        app.extensions["taskapi"]["redis_probe"] = limiter.storage.check

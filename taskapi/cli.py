@@ -10,7 +10,7 @@ import click
 from taskapi.settings import Settings, SettingsError, load_settings
 
 
-def _settings(**overrides: Any) -> Settings:
+def settings_or_exit(**overrides: Any) -> Settings:
     """Load settings or stop with one line naming the bad variable."""
     try:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -19,7 +19,7 @@ def _settings(**overrides: Any) -> Settings:
         sys.exit(2)
 
 
-def _migrate(settings: Settings) -> None:
+def migrate_database(settings: Settings) -> None:
     """Apply migrations with a short-lived engine that is disposed before any fork."""
     from taskapi import migrate
     from taskapi.db import make_engine
@@ -45,8 +45,8 @@ def serve(host: str, port: int, workers: int | None, threads: int | None) -> Non
     """Validate settings and create the dev secret before forking, then run gunicorn."""
     from taskapi.server import run
 
-    settings = _settings(workers=workers, threads=threads)
-    _migrate(settings)
+    settings = settings_or_exit(workers=workers, threads=threads)
+    migrate_database(settings)
     run(settings, host=host, port=port)
 
 
@@ -58,7 +58,7 @@ def db() -> None:
 @db.command(help="Apply migrations up to the latest revision.")
 def upgrade() -> None:
     """Bring the schema up to date."""
-    _migrate(_settings())
+    migrate_database(settings_or_exit())
     click.echo("database is up to date")
 
 
@@ -68,7 +68,7 @@ def prune() -> None:
     from taskapi.db import make_engine, make_session_factory, utcnow
     from taskapi.services.maintenance import prune_all
 
-    settings = _settings()
+    settings = settings_or_exit()
     engine = make_engine(settings.sqlalchemy_url)
     try:
         with make_session_factory(engine)() as session:

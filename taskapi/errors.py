@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, jsonify
+from flask_jwt_extended.exceptions import CSRFError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -15,7 +16,6 @@ log = logging.getLogger("taskapi.errors")
 HTTP_CODES = {
     400: ("invalid_json", "The request body is not valid JSON."),
     401: ("unauthorized", "Authentication is required."),
-    403: ("forbidden", "This request is not allowed."),
     404: ("not_found", "The requested resource was not found."),
     405: ("method_not_allowed", "The method is not allowed for this resource."),
     413: ("payload_too_large", "The request body is too large."),
@@ -42,6 +42,11 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+
+
+def payload_too_large() -> ApiError:
+    """413 for a body over the configured limit."""
+    return ApiError(413, "payload_too_large", "The request body is too large.")
 
 
 def not_found() -> ApiError:
@@ -86,19 +91,32 @@ def _from_http_exception(exc: HTTPException) -> ApiError:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Route every exception a request can raise to the one JSON shape."""
+    """Route every exception a request can raise to the one JSON shape.
+
+    Call after flask-jwt-extended is initialised: its own CSRFError handler answers 401.
+    """
 
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError) -> Response:
+        """Errors raised on purpose carry their status and code."""
         return error_response(error)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException) -> Response:
+        """Routing, size and media-type errors from Flask and Werkzeug."""
         return error_response(_from_http_exception(exc))
+
+    @app.errorhandler(CSRFError)
+    def handle_csrf(_error: CSRFError) -> Response:
+        """A cookie-authenticated request without the matching X-CSRF-TOKEN."""
+        return error_response(
+            ApiError(403, "csrf_failed", "The X-CSRF-TOKEN header is missing or does not match.")
+        )
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     def handle_database_outage(exc: DBAPIError) -> Response:
+        """The database is unreachable: 503; the pool reconnects by itself when it returns."""
         log.warning("database unavailable (request %s): %s", g.get("request_id"), exc.orig)
         return error_response(
             ApiError(503, "unavailable", "The service is temporarily unavailable.")
@@ -106,5 +124,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:
+        """A bug: log it with the request id, show nothing of it."""
         log.exception("unhandled error (request %s)", g.get("request_id"))
         return error_response(ApiError(500, "internal_error", "An unexpected error occurred."))

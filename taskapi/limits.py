@@ -90,6 +90,7 @@ def _write_headers(limiter: Limiter) -> Any:
     """An after-request hook writing RateLimit-* (and Retry-After on 429) for the limit applied."""
 
     def write(response: Response) -> Response:
+        """Write the headers of the limit that applied (a login-failure limit if one did)."""
         window = g.pop("rate_window", None) or _current_window(limiter)
         if window is None:
             return response

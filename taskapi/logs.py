@@ -73,10 +73,12 @@ def install_access_log(app: Flask) -> None:
 
     @app.before_request
     def start_timer() -> None:
+        """Remember when the request started."""
         g.started = time.perf_counter()
 
     @app.after_request
     def log_request(response: Response) -> Response:
+        """One access-log line with the request's fields (never headers or bodies)."""
         started = g.get("started")
         duration = (time.perf_counter() - started) * 1000 if started else 0.0
         access_log.info(

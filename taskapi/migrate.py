@@ -34,11 +34,3 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                     text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
                 )
                 connection.commit()
-
-
-def autogenerate(engine: Engine, message: str) -> None:
-    """Write a new revision from the difference between the models and ``engine``'s schema."""
-    config = alembic_config()
-    with engine.connect() as connection:
-        config.attributes["connection"] = connection
-        command.revision(config, message=message, autogenerate=True)

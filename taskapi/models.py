@@ -23,8 +23,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from taskapi.db import Base, UTCDateTime, utcnow
 
-PRIORITIES = ("none", "low", "medium", "high")
-
 
 class User(Base):
     """An account; ``change_seq`` numbers this user's task changes for delta sync."""
@@ -53,7 +51,6 @@ class Session(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     user_agent: Mapped[str] = mapped_column(String(255), default="")
-    cookie_mode: Mapped[bool] = mapped_column(Boolean, default=False)
     current_jti: Mapped[str] = mapped_column(String(36))
     previous_jti: Mapped[str | None] = mapped_column(String(36), default=None)
     rotated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

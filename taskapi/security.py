@@ -1,4 +1,4 @@
-"""Password hashing, JWT issuing, the JWT loaders and the route guards."""
+"""JWT issuing, the JWT loaders and the route guards (passwords live in ``passwords``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from flask_jwt_extended import (
     JWTManager,
     create_access_token,
@@ -18,12 +18,8 @@ from flask_jwt_extended import (
     get_jwt,
     verify_jwt_in_request,
 )
-from flask_jwt_extended.exceptions import CSRFError
 
-from taskapi.api.deps import db_session
-from taskapi.db import utcnow
-from taskapi.errors import ApiError, error_response, unauthorized
-from taskapi.services import auth as auth_service
+from taskapi.errors import error_response, unauthorized
 from taskapi.services.auth import RefreshGrant
 from taskapi.settings import Settings
 
@@ -101,6 +97,7 @@ def access_required(view: F) -> F:
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        """Verify the access token (and its session), then run the view."""
         verify_jwt_in_request(locations=["headers"])
         return view(*args, **kwargs)
 
@@ -112,6 +109,7 @@ def refresh_required(view: F) -> F:
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        """Verify the refresh token (and its session), then run the view."""
         verify_jwt_in_request(refresh=True, locations=["cookies", "headers"])
         return view(*args, **kwargs)
 
@@ -144,32 +142,22 @@ def jwt_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _is_session_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
-    """One primary-key lookup per authenticated request: is the token's session alive?"""
-    try:
-        session_id = uuid.UUID(str(payload.get("sid")))
-        user_id = uuid.UUID(str(payload.get("sub")))
-    except ValueError:
-        return True
-    g.user_id = str(user_id)  # for the access log
-    return not auth_service.session_is_live(
-        db_session(), session_id=session_id, user_id=user_id, now=utcnow()
-    )
-
-
 def _reject(code: str, message: str) -> Callable[..., Response]:
     """A loader that answers with our 401 shape."""
 
     def loader(*_args: Any) -> Response:
+        """Answer 401 with the challenge."""
         return error_response(unauthorized(code, message, token_sent=token_sent()))
 
     return loader
 
 
-def init_jwt(app: Flask) -> JWTManager:
-    """Register flask-jwt-extended with every loader mapped to the contract's errors."""
+def init_jwt(
+    app: Flask, *, is_revoked: Callable[[dict[str, Any], dict[str, Any]], bool]
+) -> JWTManager:
+    """Register flask-jwt-extended with the session check and every loader mapped to our 401s."""
     jwt = JWTManager(app)
-    jwt.token_in_blocklist_loader(_is_session_revoked)
+    jwt.token_in_blocklist_loader(is_revoked)
     jwt.unauthorized_loader(_reject("unauthorized", "A valid access token is required."))
     jwt.invalid_token_loader(_reject("unauthorized", "The token is invalid."))
     jwt.expired_token_loader(_reject("token_expired", "The token has expired."))
@@ -177,11 +165,4 @@ def init_jwt(app: Flask) -> JWTManager:
     jwt.needs_fresh_token_loader(_reject("unauthorized", "A fresh token is required."))
     jwt.user_lookup_error_loader(_reject("unauthorized", "The token's user does not exist."))
     jwt.token_verification_failed_loader(_reject("unauthorized", "The token was refused."))
-
-    @app.errorhandler(CSRFError)
-    def handle_csrf(_error: CSRFError) -> Response:
-        return error_response(
-            ApiError(403, "csrf_failed", "The X-CSRF-TOKEN header is missing or does not match.")
-        )
-
     return jwt

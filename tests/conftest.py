@@ -256,26 +256,49 @@ class LiveServer:
                 self.process.wait()
 
 
-def start_server(env: dict[str, str], workdir: Path, *args: str) -> LiveServer:
-    """Start ``taskapi serve`` on a free port and wait until /api/health answers."""
+def launch_server(env: dict[str, str], workdir: Path, *args: str) -> LiveServer:
+    """Start ``taskapi serve`` on a free port without waiting for it."""
     port = free_port()
     log_path = workdir / f"server-{port}.log"
-    full_env = {**os.environ, **env}
     command = [sys.executable, "-m", "taskapi.cli", "serve", "--port", str(port), *args]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=full_env, cwd=workdir, stdout=log, stderr=log)
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 30
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, cwd=workdir, stdout=log, stderr=log
+        )
+    return LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+
+
+def wait_healthy(server: LiveServer, timeout: float = 30) -> None:
+    """Wait until /api/health answers 200; raise with the log if the server dies or hangs."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if server.process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
         try:
             if requests.get(f"{server.url}/api/health", timeout=1).status_code == 200:
-                return server
-        except requests.ConnectionError:
-            time.sleep(0.1)
+                return
+        except requests.RequestException:  # not listening yet, or still booting
+            time.sleep(0.05)
     server.stop()
     raise RuntimeError(f"server did not start:\n{server.log()}")
+
+
+def start_server(env: dict[str, str], workdir: Path, *args: str) -> LiveServer:
+    """Start ``taskapi serve`` on a free port and wait until /api/health answers."""
+    server = launch_server(env, workdir, *args)
+    wait_healthy(server)
+    return server
+
+
+def server_env(workdir: Path) -> dict[str, str]:
+    """Settings every test server starts with: fast bcrypt, a fixed secret, one worker."""
+    return {
+        "TASKAPI_SECRET_KEY": TEST_SECRET,
+        "TASKAPI_BCRYPT_ROUNDS": "4",
+        "TASKAPI_WORKERS": "1",
+        "TASKAPI_THREADS": "4",
+        "TASKAPI_DATA_DIR": str(workdir / "instance"),
+    }
 
 
 @pytest.fixture
@@ -284,14 +307,7 @@ def live_server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     servers: list[LiveServer] = []
 
     def build(env: dict[str, str] | None = None, *args: str) -> LiveServer:
-        base = {
-            "TASKAPI_SECRET_KEY": TEST_SECRET,
-            "TASKAPI_BCRYPT_ROUNDS": "4",
-            "TASKAPI_WORKERS": "1",
-            "TASKAPI_THREADS": "4",
-            "TASKAPI_DATA_DIR": str(tmp_path / "instance"),
-        }
-        server = start_server({**base, **(env or {})}, tmp_path, *args)
+        server = start_server({**server_env(tmp_path), **(env or {})}, tmp_path, *args)
         servers.append(server)
         return server
 

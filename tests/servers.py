@@ -2,61 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 
-from tests.conftest import IN_CI, TEST_SECRET, LiveServer, free_port
+from tests.conftest import IN_CI, LiveServer, free_port, launch_server, server_env, wait_healthy
 
 
 def base_env(workdir: Path, **extra: str) -> dict[str, str]:
     """The environment ``live_server_factory`` uses, plus ``extra``."""
-    return {
-        "TASKAPI_SECRET_KEY": TEST_SECRET,
-        "TASKAPI_BCRYPT_ROUNDS": "4",
-        "TASKAPI_WORKERS": "1",
-        "TASKAPI_THREADS": "4",
-        "TASKAPI_DATA_DIR": str(workdir / "instance"),
-        **extra,
-    }
-
-
-def launch(env: dict[str, str], workdir: Path) -> LiveServer:
-    """Start ``taskapi serve`` on a free port without waiting for it."""
-    port = free_port()
-    log_path = workdir / f"server-{port}.log"
-    command = [sys.executable, "-m", "taskapi.cli", "serve", "--port", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env={**os.environ, **env}, cwd=workdir, stdout=log, stderr=log
-        )
-    return LiveServer(f"http://127.0.0.1:{port}", process, log_path)
-
-
-def wait_healthy(server: LiveServer, timeout: float = 30) -> None:
-    """Wait until /api/health answers 200; raise with the log if the server dies or hangs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{server.log()}")
-        try:
-            if requests.get(f"{server.url}/api/health", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server did not start:\n{server.log()}")
+    return {**server_env(workdir), **extra}
 
 
 def start_together(envs: list[dict[str, str]], workdir: Path) -> list[LiveServer]:
     """Launch every server first, then wait for all; on any failure stop them all."""
-    servers = [launch(env, workdir) for env in envs]
+    servers = [launch_server(env, workdir) for env in envs]
     try:
         for server in servers:
             wait_healthy(server)

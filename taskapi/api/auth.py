@@ -108,7 +108,6 @@ def login(body: LoginBody) -> Response:
         db,
         user_id=user.id,
         user_agent=request.headers.get("User-Agent", ""),
-        cookie_mode=body.refresh_cookie,
         now=utcnow(),
         lifetime=timedelta(days=config.refresh_token_days),
     )

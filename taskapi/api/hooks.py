@@ -8,7 +8,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from taskapi.errors import ApiError
+from taskapi.errors import payload_too_large
 from taskapi.security import token_sent
 from taskapi.settings import Settings
 
@@ -31,11 +31,6 @@ def _normalise_bearer_scheme() -> None:
         request.environ["HTTP_AUTHORIZATION"] = "Bearer " + header[match.end() :]
 
 
-def _too_large() -> ApiError:
-    """The 413 of the contract."""
-    return ApiError(413, "payload_too_large", "The request body is too large.")
-
-
 def _check_body_size(limit: int) -> None:
     """413 before auth and limits, as the contract ranks it; route 404/405 still come first.
 
@@ -47,13 +42,13 @@ def _check_body_size(limit: int) -> None:
     length = request.content_length
     if length is not None:
         if length > limit:
-            raise _too_large()
+            raise payload_too_large()
         return
     if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
         return
     body = request.environ["wsgi.input"].read(limit + 1)
     if len(body) > limit:
-        raise _too_large()
+        raise payload_too_large()
     request.environ["wsgi.input"] = io.BytesIO(body)
     request.environ["CONTENT_LENGTH"] = str(len(body))
     request.environ.pop("HTTP_TRANSFER_ENCODING", None)
@@ -77,6 +72,7 @@ def install_request_hooks(app: Flask, settings: Settings) -> None:
 
     @app.after_request
     def add_standard_headers(response: Response) -> Response:
+        """Request id, security headers, the Bearer challenge, bodyless answers, Vary."""
         response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request, url_for
@@ -15,8 +15,8 @@ from taskapi.api.operation import PATCH_TYPES, json_response, operation
 from taskapi.api.parsing import parse_id
 from taskapi.db import utcnow
 from taskapi.errors import validation_error
-from taskapi.models import Task
 from taskapi.schemas.tasks import (
+    SERVER_SET_FIELDS,
     ChangesPage,
     ChangesQuery,
     ClearCompletedQuery,
@@ -30,6 +30,9 @@ from taskapi.schemas.tasks import (
 from taskapi.security import current_user_id
 from taskapi.services import listing, sync
 from taskapi.services import tasks as service
+
+if TYPE_CHECKING:  # views handle tasks only through services; the type is for signatures
+    from taskapi.models import Task
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
 
@@ -100,7 +103,7 @@ def create_task(body: TaskWrite) -> Response:
     created = service.create_task(
         db_session(),
         user_id=current_user_id(),
-        fields=body.model_dump(include=set(TaskWrite.model_fields) - _IGNORED),
+        fields=body.model_dump(exclude=set(SERVER_SET_FIELDS)),
         now=utcnow(),
         render=task_json,
         idempotency_key=key,
@@ -108,9 +111,6 @@ def create_task(body: TaskWrite) -> Response:
     extra = {"Idempotent_Replayed": "true"} if created.replayed else {}
     location = url_for("tasks.get_task", task_id=created.body["id"])
     return _task_response(created.body, 201, Location=location, **extra)
-
-
-_IGNORED = {"id", "completed_at", "created_at", "updated_at", "version"}
 
 
 @bp.get("")
@@ -224,7 +224,7 @@ def get_task(task_id: str) -> Response:
 )
 def replace_task(task_id: str, body: TaskWrite) -> Response:
     """Full replacement: omitted optional fields return to their defaults."""
-    return _update(task_id, body.model_dump(exclude=_IGNORED))
+    return _update(task_id, body.model_dump(exclude=set(SERVER_SET_FIELDS)))
 
 
 @bp.patch("/<task_id:task_id>")

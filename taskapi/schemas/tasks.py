@@ -21,7 +21,6 @@ NOTES_MAX = 10_000
 TAG_MAX = 50
 TAGS_MAX = 20
 PRIORITIES = ("none", "low", "medium", "high")
-SORT_FIELDS = ("created_at", "updated_at", "due_at", "priority", "title")
 
 Priority = Literal["none", "low", "medium", "high"]
 SortKey = Literal[
@@ -85,6 +84,9 @@ class _ServerSetFields(RequestModel):
     version: Any = ignored("The task's version.")
 
 
+SERVER_SET_FIELDS = frozenset(_ServerSetFields.model_fields)
+
+
 class TaskWrite(_ServerSetFields):
     """``POST /tasks`` and ``PUT /tasks/<id>``: omitted optional fields take their defaults."""
 
@@ -110,8 +112,7 @@ class TaskPatch(_ServerSetFields):
 
     def changes(self) -> dict[str, Any]:
         """The writable fields the client actually sent."""
-        writable = set(TaskWrite.model_fields) - set(_ServerSetFields.model_fields)
-        return {name: getattr(self, name) for name in self.model_fields_set & writable}
+        return {name: getattr(self, name) for name in self.model_fields_set - SERVER_SET_FIELDS}
 
 
 class TaskPublic(BaseModel):

@@ -80,7 +80,6 @@ def open_session(
     *,
     user_id: uuid.UUID,
     user_agent: str,
-    cookie_mode: bool,
     now: datetime,
     lifetime: timedelta,
 ) -> RefreshGrant:
@@ -92,7 +91,6 @@ def open_session(
         rotated_at=now,
         expires_at=now + lifetime,
         user_agent="".join(c for c in user_agent if c.isprintable())[:USER_AGENT_MAX],
-        cookie_mode=cookie_mode,
         current_jti=str(uuid.uuid4()),
     )
     begin_write(db)

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session as DbSession
 
-from taskapi.models import PRIORITIES, Task
+from taskapi.models import Task
+from taskapi.schemas.tasks import PRIORITIES
 from taskapi.services.cursors import bad_token, sign, verify
 
 CURSOR_PURPOSE = "tasks-cursor"

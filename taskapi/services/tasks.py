@@ -16,7 +16,8 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from taskapi.db import begin_write
 from taskapi.errors import ApiError, not_found
-from taskapi.models import PRIORITIES, IdempotencyKey, Task, TaskTombstone, User
+from taskapi.models import IdempotencyKey, Task, TaskTombstone, User
+from taskapi.schemas.tasks import PRIORITIES
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 

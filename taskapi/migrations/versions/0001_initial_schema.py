@@ -53,7 +53,6 @@ def upgrade() -> None:
     sa.Column('expires_at', taskapi.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('revoked_at', taskapi.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('user_agent', sa.String(length=255), nullable=False),
-    sa.Column('cookie_mode', sa.Boolean(), nullable=False),
     sa.Column('current_jti', sa.String(length=36), nullable=False),
     sa.Column('previous_jti', sa.String(length=36), nullable=True),
     sa.Column('rotated_at', taskapi.db.UTCDateTime(timezone=True), nullable=False),
