@@ -8,8 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    case,
+    exists,
+    func,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import aliased
 
 from taskapi.models import Task
 from taskapi.schemas.tasks import PRIORITIES
@@ -81,15 +91,9 @@ def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
     return exists(select(1).select_from(each).where(each.c.value == tag))
 
 
-def _sort_columns(sort: str) -> list[tuple[Any, bool]]:
-    """The sort's key columns with their direction (descending?), id last for ties."""
-    descending = sort.startswith("-")
-    name = sort.lstrip("-")
-    if name == "due_at":
-        # Tasks without a due date sort last in both directions: a flag column first.
-        nulls_last = case((Task.due_at.is_(None), 1), else_=0)
-        return [(nulls_last, False), (Task.due_at, descending), (Task.id, descending)]
-    return [(getattr(Task, name), descending), (Task.id, descending)]
+def _direction(descending: bool) -> Any:
+    """``column.desc`` or ``column.asc``, as a function of the column."""
+    return (lambda column: column.desc()) if descending else (lambda column: column.asc())
 
 
 def _key_of(task: Task, sort: str) -> list[Any]:
@@ -114,30 +118,70 @@ def _decode_key(values: list[Any], sort: str) -> list[Any]:
     return decoded
 
 
-def _after(columns: list[tuple[Any, bool]], values: list[Any]) -> ColumnElement[bool]:
-    """Rows strictly after ``values`` in the sort order: a lexicographic keyset predicate.
+def _after(columns: list[Any], values: list[Any], descending: bool) -> ColumnElement[bool]:
+    """Rows strictly after ``values``: one row-value comparison, an index range scan."""
+    left = columns[0] if len(columns) == 1 else tuple_(*columns)
+    right = values[0] if len(values) == 1 else tuple_(*values)
+    return left < right if descending else left > right
 
-    Consecutive columns sorted the same way are compared as one row value, which both
-    databases answer with an index range scan instead of an OR of comparisons.
+
+def _cursor_values(
+    cursor: str | None, *, filters: TaskFilters, sort: str, key: bytes
+) -> list[Any] | None:
+    """The sort key a cursor continues after; 400 for one forged or from another listing."""
+    if cursor is None:
+        return None
+    payload = verify(cursor, key=key, purpose=CURSOR_PURPOSE, field="cursor")
+    if payload.get("f") != filters.digest(sort) or not isinstance(payload.get("k"), list):
+        raise bad_token("cursor")
+    try:
+        values = _decode_key(payload["k"], sort)
+    except (ValueError, TypeError):
+        raise bad_token("cursor") from None
+    expected = 3 if sort.lstrip("-") == "due_at" else 2
+    if len(values) != expected or (expected == 3 and (values[0] == 1) != (values[1] is None)):
+        raise bad_token("cursor")
+    return values
+
+
+def _plain_page(conditions: list[Any], values: list[Any] | None, sort: str, limit: int) -> Any:
+    """One index range scan on (owner, sort column, id)."""
+    descending, order = sort.startswith("-"), _direction(sort.startswith("-"))
+    column = getattr(Task, sort.lstrip("-"))
+    statement = select(Task).where(*conditions)
+    if values is not None:
+        statement = statement.where(_after([column, Task.id], values, descending))
+    return statement.order_by(order(column), order(Task.id)).limit(limit + 1)
+
+
+def _due_at_page(
+    conditions: list[Any], values: list[Any] | None, descending: bool, limit: int
+) -> Any:
+    """Tasks with a due date, then (in both directions) those without: two range scans.
+
+    A nulls-last sort expression would make both databases sort every task of the user;
+    two index scans under one UNION ALL stay as cheap as any other page.
     """
-    # A null due_at is fully described by the nulls-last flag column before it.
-    pairs = [(col, desc, value) for (col, desc), value in zip(columns, values, strict=True)
-             if value is not None]  # fmt: skip
-    groups: list[tuple[bool, list[Any], list[Any]]] = []
-    for column, descending, value in pairs:
-        if groups and groups[-1][0] == descending:
-            groups[-1][1].append(column)
-            groups[-1][2].append(value)
-        else:
-            groups.append((descending, [column], [value]))
-    clauses: list[ColumnElement[bool]] = []
-    equal_so_far: list[ColumnElement[bool]] = []
-    for descending, cols, vals in groups:
-        left = cols[0] if len(cols) == 1 else tuple_(*cols)
-        right = vals[0] if len(vals) == 1 else tuple_(*vals)
-        clauses.append(and_(*equal_so_far, left < right if descending else left > right))
-        equal_so_far.append(left == right)
-    return or_(*clauses) if clauses else false()
+    order = _direction(descending)
+    undated = [*conditions, Task.due_at.is_(None)]
+    parts = []
+    if values is None or values[0] == 0:
+        dated = [*conditions, Task.due_at.is_not(None)]
+        if values is not None:
+            dated.append(_after([Task.due_at, Task.id], values[1:], descending))
+        parts.append(select(Task).where(*dated).order_by(order(Task.due_at), order(Task.id)))
+    elif values is not None:
+        undated.append(_after([Task.id], values[2:], descending))
+    parts.append(select(Task).where(*undated).order_by(order(Task.id)))
+    if len(parts) == 1:
+        return parts[0].limit(limit + 1)
+    union = union_all(*(part.limit(limit + 1).subquery().select() for part in parts)).subquery()
+    undated_last = case((union.c.due_at.is_(None), 1), else_=0)
+    return (
+        select(aliased(Task, union))
+        .order_by(undated_last, order(union.c.due_at), order(union.c.id))
+        .limit(limit + 1)
+    )
 
 
 def list_tasks(
@@ -151,23 +195,12 @@ def list_tasks(
     key: bytes,
 ) -> TaskPageResult:
     """One page of the user's tasks, in keyset order; costs the same on any page."""
-    dialect = db.get_bind().dialect.name
-    columns = _sort_columns(sort)
-    statement = select(Task).where(Task.owner_id == user_id, *_where(filters, dialect))
-    if cursor is not None:
-        payload = verify(cursor, key=key, purpose=CURSOR_PURPOSE, field="cursor")
-        if payload.get("f") != filters.digest(sort) or not isinstance(payload.get("k"), list):
-            raise bad_token("cursor")
-        try:
-            values = _decode_key(payload["k"], sort)
-        except (ValueError, TypeError):
-            raise bad_token("cursor") from None
-        if len(values) != len(columns):
-            raise bad_token("cursor")
-        statement = statement.where(_after(columns, values))
-    statement = statement.order_by(*(c.desc() if d else c.asc() for c, d in columns)).limit(
-        limit + 1
-    )
+    conditions = [Task.owner_id == user_id, *_where(filters, db.get_bind().dialect.name)]
+    values = _cursor_values(cursor, filters=filters, sort=sort, key=key)
+    if sort.lstrip("-") == "due_at":
+        statement = _due_at_page(conditions, values, sort.startswith("-"), limit)
+    else:
+        statement = _plain_page(conditions, values, sort, limit)
     rows = list(db.scalars(statement))
     items, more = rows[:limit], len(rows) > limit
     next_cursor = None
