@@ -18,6 +18,7 @@ from flask_jwt_extended import (
     get_jwt,
     verify_jwt_in_request,
 )
+from flask_jwt_extended.exceptions import CSRFError
 
 from taskapi.errors import error_response, unauthorized
 from taskapi.services.auth import RefreshGrant
@@ -92,6 +93,15 @@ def token_sent() -> bool:
     return scheme == "bearer" or bool(request.cookies.get(REFRESH_COOKIE_NAME))
 
 
+def require_ascii_csrf_header() -> None:
+    """With the refresh cookie, a non-ASCII X-CSRF-TOKEN cannot match (our values are hex),
+    and would make the constant-time comparison raise instead of answering 403."""
+    if REFRESH_COOKIE_NAME not in request.cookies:
+        return
+    if not request.headers.get("X-CSRF-TOKEN", "").isascii():
+        raise CSRFError("CSRF token incorrect")
+
+
 def access_required(view: F) -> F:
     """Guard: a valid access token from the Authorization header, session alive."""
 
@@ -110,6 +120,7 @@ def refresh_required(view: F) -> F:
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         """Verify the refresh token (and its session), then run the view."""
+        require_ascii_csrf_header()
         verify_jwt_in_request(refresh=True, locations=["cookies", "headers"])
         return view(*args, **kwargs)
 

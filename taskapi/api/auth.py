@@ -38,6 +38,7 @@ from taskapi.security import (
     current_session_id,
     current_user_id,
     encode_refresh_token,
+    require_ascii_csrf_header,
     token_answer,
 )
 from taskapi.services import auth as service
@@ -188,6 +189,7 @@ def _check_cookie_csrf(cookie: str) -> None:
         claims = decode_token(cookie, allow_expired=True)
     except Exception:  # a cookie we did not sign protects nothing; the access token decides
         return
+    require_ascii_csrf_header()
     header = request.headers.get("X-CSRF-TOKEN", "")
     if not hmac.compare_digest(str(claims.get("csrf", "")), header):
         raise CSRFError("CSRF token missing or incorrect")

@@ -24,10 +24,11 @@ def _assign_request_id() -> None:
 
 
 def _normalise_bearer_scheme() -> None:
-    """Auth schemes are case-insensitive (RFC 9110); flask-jwt-extended expects "Bearer"."""
+    """Auth schemes are case-insensitive (RFC 9110); flask-jwt-extended and the per-user
+    rate-limit key expect exactly "Bearer " before the token."""
     header = request.environ.get("HTTP_AUTHORIZATION", "")
     match = BEARER_ANY_CASE.match(header)
-    if match and not header.startswith("Bearer "):
+    if match and match.group() != "Bearer ":  # "bearer", or more than one space
         request.environ["HTTP_AUTHORIZATION"] = "Bearer " + header[match.end() :]
 
 

@@ -52,7 +52,12 @@ def owned_task(
 
 
 def _next_change_seq(db: DbSession, user_id: uuid.UUID, count: int = 1) -> int:
-    """Reserve ``count`` change numbers; the row lock orders this user's writes for sync."""
+    """Reserve ``count`` change numbers, locking the owner's row until commit.
+
+    The lock orders this user's writes for delta sync, and every task write takes it
+    before any task row, as account deletion does (user row, then its tasks by cascade):
+    one lock order, so PostgreSQL never has to break a deadlock between them.
+    """
     seq = db.scalar(
         update(User)
         .where(User.id == user_id)
@@ -92,6 +97,7 @@ def create_task(
     """Create a task; a repeated idempotency key replays the first answer."""
     digest = _request_hash(fields)
     begin_write(db)
+    seq = _next_change_seq(db, user_id)  # owner row first: see _next_change_seq
     if idempotency_key is not None:
         replay = _replay(db, user_id=user_id, key=idempotency_key, digest=digest, now=now)
         if replay is not None:
@@ -99,7 +105,7 @@ def create_task(
     task = Task(owner_id=user_id, created_at=now, updated_at=now, version=1)
     task.completed = False
     _apply(task, fields, now)
-    task.change_seq = _next_change_seq(db, user_id)
+    task.change_seq = seq
     db.add(task)
     db.flush()
     body = render(task)
@@ -170,12 +176,13 @@ def update_task(
 ) -> Task:
     """Write the given fields (all of them for PUT), bumping ``version`` even if nothing changed."""
     begin_write(db)
+    seq = _next_change_seq(db, user_id)  # owner row first: see _next_change_seq
     task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
     _check_precondition(task, precondition)
     _apply(task, fields, now)
     task.updated_at = now
     task.version = task.version + 1
-    task.change_seq = _next_change_seq(db, user_id)
+    task.change_seq = seq
     try:
         db.commit()
     except StaleDataError:  # a safety net: the row lock should make this unreachable
@@ -194,9 +201,9 @@ def delete_task(
 ) -> None:
     """Delete one task, leaving a tombstone for delta sync."""
     begin_write(db)
+    seq = _next_change_seq(db, user_id)  # owner row first: see _next_change_seq
     task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
     _check_precondition(task, precondition)
-    seq = _next_change_seq(db, user_id)
     db.add(TaskTombstone(id=task.id, owner_id=user_id, deleted_at=now, change_seq=seq))
     db.delete(task)
     db.commit()
@@ -205,6 +212,9 @@ def delete_task(
 def clear_completed(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> int:
     """Delete every completed task of the user; returns how many."""
     begin_write(db)
+    # Owner row first (see _next_change_seq); the count is only known after this read.
+    if db.scalar(select(User.id).where(User.id == user_id).with_for_update(key_share=True)) is None:
+        raise not_found()
     ids = list(
         db.scalars(
             select(Task.id)
