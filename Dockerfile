@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Build stage: resolve the locked dependencies into a virtual environment with uv.
 FROM python:3.11-slim-bookworm AS build
-COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
+# The same uv release that wrote uv.lock, from PyPI.
+RUN pip install --no-cache-dir uv==0.13.9
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
