@@ -12,7 +12,8 @@ RUN uv sync --locked --no-dev --no-editable
 
 # Runtime stage: only the environment and a non-root user.
 FROM python:3.11-slim-bookworm
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin taskapi
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin taskapi \
+    && mkdir -p /app/instance && chown taskapi:taskapi /app/instance
 WORKDIR /app
 COPY --from=build --chown=taskapi:taskapi /app/.venv /app/.venv
 ENV PATH="/app/.venv/bin:$PATH" \
