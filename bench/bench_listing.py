@@ -4,8 +4,9 @@
 
 Seeds one user's tasks, then times GET /api/v1/tasks for page 1 and for a page near the
 end (reached with a real cursor), and, for contrast, the same deep page fetched with
-OFFSET; and the first page of other sorts (half the tasks have a due date). Prints median
-milliseconds and the ratios measured in this one run.
+OFFSET; the first page of other sorts (half the tasks have a due date); and searches with q
+(a rare word, a common prefix, a word no task has). Prints median milliseconds and the ratios
+measured in this one run.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def seed(url: str, count: int) -> tuple[str, str]:
             id=user_id, email=email, name="", password_hash=hash_password(password, rounds=4),
             created_at=now, change_seq=0))  # fmt: skip
         rows = [
-            {"id": uuid.uuid4(), "owner_id": user_id, "title": f"task {i}", "notes": "",
+            {"id": uuid.uuid4(), "owner_id": user_id,
+             "title": f"task {i}" + (" rare needle" if i % 1000 == 7 else ""),
+             "notes": f"note {i * 7919 % 100_000}",
              "completed": i % 3 == 0, "priority": i % 4, "tags": ["bench"],
              "due_at": now + timedelta(minutes=i) if i % 2 else None,
              "created_at": now - timedelta(seconds=i), "updated_at": now, "version": 1,
@@ -81,7 +84,7 @@ def deep_cursor(client: Any, headers: dict[str, str], pages: int) -> str:
 
 def offset_page_ms(app: Any, user_email: str, offset: int, runs: int) -> float:
     """Median milliseconds of the same deep page fetched with OFFSET, for contrast."""
-    engine = app.extensions["taskapi"]["engine"]
+    engine = app.extensions["taskapi"].engine
     with engine.connect() as connection:
         owner = connection.scalar(select(User.id).where(User.email == user_email))
         order = (Task.created_at.desc(), Task.id.desc())
@@ -119,9 +122,13 @@ def main() -> None:
             sort: timed(client, f"/api/v1/tasks?limit=50&sort={sort}", headers, args.runs)
             for sort in ("due_at", "-due_at", "title", "priority")
         }
+        searches = {
+            q: timed(client, f"/api/v1/tasks?limit=50&q={q}", headers, args.runs)
+            for q in ("needle", "note%2012", "absent-word")
+        }
         offset = offset_page_ms(app, email, pages * 100, args.runs)
         keyset_sql = offset_page_ms(app, email, 0, args.runs)
-        engine = app.extensions["taskapi"]["engine"]
+        engine = app.extensions["taskapi"].engine
         with engine.begin() as connection:  # tasks and sessions go with the user
             connection.execute(delete(User).where(User.email == email))
         engine.dispose()
@@ -132,6 +139,8 @@ def main() -> None:
     print(f"ratio deep/first (keyset):        {deep / first:8.2f}")
     for sort, ms in by_due.items():
         print(f"GET page 1 sort={sort:<9}            {ms:8.2f} ms median (x{ms / first:.2f})")
+    for q, ms in searches.items():
+        print(f"GET page 1 q={q:<12}            {ms:8.2f} ms median (x{ms / first:.2f})")
     print(f"SQL only, OFFSET {pages * 100:>6} vs 0:     {offset:8.2f} ms vs {keyset_sql:.2f} ms "
           f"(ratio {offset / keyset_sql:.1f})")  # fmt: skip
 

@@ -7,12 +7,12 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from taskapi.api import auth, docs, health, tasks
-from taskapi.api.deps import close_db_session, session_revoked
+from taskapi.api.deps import AppState, close_db_session
 from taskapi.api.hooks import install_request_hooks
 from taskapi.api.tasks import TaskIdConverter
 from taskapi.db import make_engine, make_session_factory
 from taskapi.errors import register_error_handlers
-from taskapi.limits import LoginFailureGuard, make_limiter
+from taskapi.limits import PasswordGuard, make_limiter
 from taskapi.logs import install_access_log
 from taskapi.passwords import dummy_hash
 from taskapi.security import init_jwt, jwt_config
@@ -33,13 +33,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, **jwt_config(settings))
+    if settings.allowed_hosts:
+        # Checked while routing, before any view can echo the Host into a Link URL.
+        app.config["TRUSTED_HOSTS"] = list(settings.allowed_hosts)
     engine = make_engine(settings.sqlalchemy_url)
-    app.extensions["taskapi"] = {
-        "settings": settings,
-        "engine": engine,
-        "session_factory": make_session_factory(engine),
-    }
-    init_jwt(app, is_revoked=session_revoked)
+    app.extensions["taskapi"] = AppState(
+        settings=settings,
+        engine=engine,
+        session_factory=make_session_factory(engine),
+        password_guard=PasswordGuard(settings),
+    )
+    init_jwt(app)
     register_error_handlers(app)
     install_request_hooks(app, settings)
     install_access_log(app)
@@ -71,12 +75,14 @@ def _init_cors(app: Flask, settings: Settings) -> None:
         allow_headers=ALLOWED_HEADERS,
         max_age=settings.cors_max_age,
         vary_header=True,
+        # flask-cors answers requests without an Origin too by default; browsers never need it.
+        always_send=False,
     )
 
 
 def _init_limits(app: Flask, settings: Settings) -> None:
-    """Request budgets, login-failure counters, and the Redis probe for readiness."""
+    """Request budgets, and the Redis probe for readiness."""
     limiter = make_limiter(app, settings)
-    app.extensions["taskapi"]["login_guard"] = LoginFailureGuard(settings)
     if settings.redis_url:
-        app.extensions["taskapi"]["redis_probe"] = limiter.storage.check
+        state: AppState = app.extensions["taskapi"]
+        state.redis_probe = limiter.storage.check

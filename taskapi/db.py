@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -109,8 +111,15 @@ def _begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def begin_write(session: Session) -> None:
-    """Start a unit of work that will write: on SQLite, a BEGIN IMMEDIATE transaction.
+class WriteOutsideUnitOfWork(RuntimeError):
+    """A write was attempted outside ``write()``: a bug, caught before it reaches the database."""
+
+
+WRITE_DEPTH = "taskapi_write_depth"
+
+
+def _begin_write(session: Session) -> None:
+    """On SQLite, restart the session's transaction as BEGIN IMMEDIATE.
 
     Only reads (the session check) can have happened before, so ending them is harmless.
     PostgreSQL needs nothing: its row locks order concurrent writers.
@@ -118,12 +127,59 @@ def begin_write(session: Session) -> None:
     if session.get_bind().dialect.name != "sqlite":
         return
     if session.in_transaction():
-        if session.connection().get_execution_options().get(WRITE_TRANSACTION):
-            return  # already writing: keep one transaction
         session.commit()
     session.connection(execution_options={WRITE_TRANSACTION: True})
 
 
+@contextmanager
+def write(session: Session) -> Iterator[Session]:
+    """The unit of work of one use case: one transaction, committed when the block ends.
+
+    Every write must happen inside one (the session refuses writes outside it), and a
+    service called from another's block joins it instead of committing midway. An
+    exception rolls everything back.
+    """
+    depth = session.info.get(WRITE_DEPTH, 0)
+    if depth:
+        session.info[WRITE_DEPTH] = depth + 1
+        try:
+            yield session
+        finally:
+            session.info[WRITE_DEPTH] = depth
+        return
+    _begin_write(session)
+    session.info[WRITE_DEPTH] = 1
+    try:
+        yield session
+        session.flush()
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.info[WRITE_DEPTH] = 0
+
+
+def _writing(session: Session) -> bool:
+    """Whether the session is inside a ``write()`` block."""
+    return bool(session.info.get(WRITE_DEPTH))
+
+
+def _refuse_stray_flush(session: Session, _context: Any, _instances: Any) -> None:
+    """Refuse to flush changes made outside a unit of work."""
+    if (session.new or session.dirty or session.deleted) and not _writing(session):
+        raise WriteOutsideUnitOfWork("a change was flushed outside db.write()")
+
+
+def _refuse_stray_statement(state: ORMExecuteState) -> None:
+    """Refuse INSERT, UPDATE and DELETE statements outside a unit of work."""
+    if (state.is_insert or state.is_update or state.is_delete) and not _writing(state.session):
+        raise WriteOutsideUnitOfWork("a write statement ran outside db.write()")
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:
-    """Sessions that keep loaded values after commit, for building responses."""
-    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+    """Sessions that keep loaded values after commit and write only inside ``write()``."""
+    factory = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+    event.listen(factory, "before_flush", _refuse_stray_flush)
+    event.listen(factory, "do_orm_execute", _refuse_stray_statement)
+    return factory

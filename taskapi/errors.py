@@ -6,9 +6,8 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, jsonify
-from flask_jwt_extended.exceptions import CSRFError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 log = logging.getLogger("taskapi.errors")
 
@@ -44,6 +43,116 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+# --- domain errors: what services refuse, in the domain's words ------------------------------
+
+
+class DomainError(Exception):
+    """A refusal by a service. Services know nothing of HTTP; ``DOMAIN_STATUS`` maps these."""
+
+    message = "The request cannot be completed."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+
+
+class NotFound(DomainError):
+    """The resource does not exist, or belongs to someone else (one answer for both)."""
+
+    message = "The requested resource was not found."
+
+
+class EmailTaken(DomainError):
+    """An account with this email already exists."""
+
+    message = "An account with this email already exists."
+
+
+class InvalidCredentials(DomainError):
+    """Login failed: unknown email or wrong password, indistinguishably."""
+
+    message = "The email or password is incorrect."
+
+
+class WrongPassword(DomainError):
+    """A signed-in user's password re-check failed (not an authentication failure)."""
+
+    message = "The password is incorrect."
+
+
+class SessionEnded(DomainError):
+    """The presented token's session was revoked, expired, or its refresh token reused."""
+
+    message = "The token's session has ended."
+
+
+class PreconditionFailed(DomainError):
+    """The resource is no longer at a version the client named."""
+
+    message = "The resource has changed; fetch it again."
+
+
+class PreconditionRequired(DomainError):
+    """The server requires If-Match for this write."""
+
+    message = "Send If-Match with the resource's ETag."
+
+
+class IdempotencyConflict(DomainError):
+    """An idempotency key was reused with another request body."""
+
+    message = "This Idempotency-Key was already used with a different request body."
+
+
+class SyncTokenExpired(DomainError):
+    """A delta-sync token older than the tombstone retention."""
+
+    message = "The sync token is too old; sync from the start."
+
+
+class QuotaExceeded(DomainError):
+    """A per-user limit (tasks, ...) is reached."""
+
+    message = "A limit of this account is reached."
+
+
+class BadToken(DomainError):
+    """A cursor or sync token that this server did not issue for this request."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"is not a valid {field} from this server")
+        self.field = field
+
+
+DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
+    NotFound: (404, "not_found"),
+    EmailTaken: (409, "email_taken"),
+    InvalidCredentials: (401, "invalid_credentials"),
+    WrongPassword: (403, "invalid_credentials"),
+    SessionEnded: (401, "token_revoked"),
+    PreconditionFailed: (412, "precondition_failed"),
+    PreconditionRequired: (428, "precondition_required"),
+    IdempotencyConflict: (409, "idempotency_conflict"),
+    SyncTokenExpired: (410, "sync_token_expired"),
+    QuotaExceeded: (409, "quota_exceeded"),
+}
+
+
+def from_domain(error: DomainError) -> ApiError:
+    """The contract's status, code and headers for a domain error."""
+    if isinstance(error, BadToken):
+        return validation_error([{"field": error.field, "message": error.message}])
+    status, code = DOMAIN_STATUS[type(error)]
+    headers: dict[str, str] = {}
+    if status == 401:
+        # Only a guarded request (a token was sent) can end in a revoked session.
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return ApiError(status, code, error.message, headers=headers)
+
+
+# --- HTTP errors raised by the api layer ---------------------------------------------------
+
+
 def payload_too_large() -> ApiError:
     """413 for a body over the configured limit."""
     return ApiError(413, "payload_too_large", "The request body is too large.")
@@ -65,9 +174,14 @@ def invalid_json(message: str = "The request body is not valid JSON.") -> ApiErr
 
 
 def unauthorized(code: str, message: str, *, token_sent: bool) -> ApiError:
-    """A 401 carrying the RFC 6750 challenge."""
+    """A 401 carrying the RFC 6750 challenge: the one place it is built."""
     challenge = 'Bearer error="invalid_token"' if token_sent else "Bearer"
     return ApiError(401, code, message, headers={"WWW-Authenticate": challenge})
+
+
+def csrf_failed() -> ApiError:
+    """403: a request carrying the refresh cookie without the matching X-CSRF-TOKEN."""
+    return ApiError(403, "csrf_failed", "The X-CSRF-TOKEN header is missing or does not match.")
 
 
 def error_response(error: ApiError) -> Response:
@@ -84,6 +198,8 @@ def error_response(error: ApiError) -> Response:
 
 def _from_http_exception(exc: HTTPException) -> ApiError:
     """Translate routing, size and media-type errors raised by Flask or Werkzeug."""
+    if isinstance(exc, SecurityError):  # a Host outside TASKAPI_ALLOWED_HOSTS
+        return validation_error([{"field": "Host", "message": "is not a host this API serves"}])
     status = exc.code or 500
     code, message = HTTP_CODES.get(status, ("error", exc.description or "Request failed."))
     headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "retry-after")}
@@ -91,27 +207,22 @@ def _from_http_exception(exc: HTTPException) -> ApiError:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Route every exception a request can raise to the one JSON shape.
-
-    Call after flask-jwt-extended is initialised: its own CSRFError handler answers 401.
-    """
+    """Route every exception a request can raise to the one JSON shape."""
 
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError) -> Response:
         """Errors raised on purpose carry their status and code."""
         return error_response(error)
 
+    @app.errorhandler(DomainError)
+    def handle_domain_error(error: DomainError) -> Response:
+        """A service's refusal, mapped to the contract's status and code."""
+        return error_response(from_domain(error))
+
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException) -> Response:
         """Routing, size and media-type errors from Flask and Werkzeug."""
         return error_response(_from_http_exception(exc))
-
-    @app.errorhandler(CSRFError)
-    def handle_csrf(_error: CSRFError) -> Response:
-        """A cookie-authenticated request without the matching X-CSRF-TOKEN."""
-        return error_response(
-            ApiError(403, "csrf_failed", "The X-CSRF-TOKEN header is missing or does not match.")
-        )
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
@@ -34,3 +37,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                     text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
                 )
                 connection.commit()
+
+
+def objects_of(dialect: str) -> Callable[..., bool]:
+    """An alembic ``include_object`` that skips schema items meant for another database
+    (such as PostgreSQL's trigram indexes, declared with ``ddl_if``)."""
+
+    def include(obj: Any, _name: str | None, _type: str, _reflected: bool, _other: Any) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        return condition is None or condition.dialect in (None, dialect)
+
+    return include

@@ -35,17 +35,19 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Kept in step by every task write (which locks this row anyway), so the quota check
+    # costs no count over the user's tasks.
+    task_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Session(Base):
     """One login: the family of refresh tokens that rotate within it."""
 
     __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_user_created", "user_id", "created_at", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -67,6 +69,19 @@ class Task(Base):
         Index("ix_tasks_owner_priority", "owner_id", "priority", "id"),
         Index("ix_tasks_owner_title", "owner_id", "title", "id"),
         Index("ix_tasks_owner_change", "owner_id", "change_seq"),
+        # Substring search (q) on PostgreSQL: trigram GIN indexes serve ILIKE '%word%'.
+        Index(
+            "ix_tasks_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_tasks_notes_trgm",
+            "notes",
+            postgresql_using="gin",
+            postgresql_ops={"notes": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

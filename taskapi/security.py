@@ -1,32 +1,39 @@
-"""JWT issuing, the JWT loaders and the route guards (passwords live in ``passwords``)."""
+"""Who is calling: JWT issuing, reading credentials once per request, and the guard.
+
+Every request's caller is decided here, once. A hook reads the credentials the route's guard
+will check (the Authorization header, or for ``/auth/refresh`` the refresh cookie first) and
+decodes them before the rate limiter runs, so the limiter keys on exactly the identity the
+guard accepts. The guard then checks the session (one primary-key lookup) and stores the
+request's :class:`Principal`, which views, services, the limiter and the logs read.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, Literal
 
-from flask import Flask, Response, current_app, request
-from flask_jwt_extended import (
-    JWTManager,
-    create_access_token,
-    create_refresh_token,
-    get_jwt,
-    verify_jwt_in_request,
-)
-from flask_jwt_extended.exceptions import CSRFError
+import jwt
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 
-from taskapi.errors import error_response, unauthorized
+from taskapi.errors import ApiError, csrf_failed, unauthorized
 from taskapi.services.auth import RefreshGrant
 from taskapi.settings import Settings
 
-F = TypeVar("F", bound=Callable[..., Any])
 REFRESH_COOKIE_NAME = "taskapi_refresh"
 AUTH_PATH = "/api/v1/auth"
+CSRF_HEADER = "X-CSRF-TOKEN"
+# RFC 9110: one credential, a case-insensitive scheme, then the token68.
+BEARER = re.compile(r"^bearer[ \t]+([A-Za-z0-9._~+/-]+=*)[ \t]*$", re.IGNORECASE)
+TokenKind = Literal["access", "refresh"]
+Via = Literal["access_token", "refresh_token", "refresh_cookie"]
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti", "type"]
 
 
 # --- tokens ----------------------------------------------------------------------------------
@@ -49,12 +56,14 @@ def encode_refresh_token(user_id: uuid.UUID, grant: RefreshGrant) -> str:
         "exp": int(grant.expires_at.timestamp()),
         "csrf": csrf_token_for(grant.jti),
     }
-    return create_refresh_token(str(user_id), expires_delta=False, additional_claims=claims)
+    return str(
+        create_refresh_token(str(user_id), expires_delta=False, additional_claims=claims)
+    )
 
 
 def encode_access_token(user_id: uuid.UUID, session_id: uuid.UUID) -> str:
     """A short-lived access token bound to its session."""
-    return create_access_token(str(user_id), additional_claims={"sid": str(session_id)})
+    return str(create_access_token(str(user_id), additional_claims={"sid": str(session_id)}))
 
 
 def token_answer(user_id: uuid.UUID, grant: RefreshGrant, *, cookie: bool) -> dict[str, Any]:
@@ -71,67 +80,148 @@ def token_answer(user_id: uuid.UUID, grant: RefreshGrant, *, cookie: bool) -> di
     return body
 
 
-# --- request identity ------------------------------------------------------------------------
+def decode(token: str, *, allow_expired: bool = False) -> dict[str, Any]:
+    """The claims of a token this server signed; raises ``jwt.InvalidTokenError`` otherwise."""
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        current_app.config["JWT_SECRET_KEY"],
+        algorithms=["HS256"],
+        options={"require": REQUIRED_CLAIMS, "verify_exp": not allow_expired},
+    )
+    return claims
 
 
-def current_user_id() -> uuid.UUID:
-    """The authenticated user's id (after a guard ran)."""
-    return uuid.UUID(get_jwt()["sub"])
+# --- the caller ------------------------------------------------------------------------------
 
 
-def current_session_id() -> uuid.UUID:
-    """The authenticated request's session id (after a guard ran)."""
-    return uuid.UUID(get_jwt()["sid"])
+@dataclass(frozen=True)
+class Credentials:
+    """What the client presented for the route's guard, decoded but not yet checked."""
+
+    sent: bool  # a bearer token or refresh cookie was presented (RFC 6750 challenge)
+    via: Via | None = None
+    claims: dict[str, Any] | None = None
+    error: ApiError | None = None
+
+    @property
+    def user_key(self) -> str | None:
+        """The user the presented token names, when it decoded as the guard's kind."""
+        return None if self.claims is None else str(self.claims["sub"])
 
 
-def token_sent() -> bool:
-    """Whether the client tried Bearer auth or sent a refresh cookie (RFC 6750 challenge).
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of this request: one per request, decided once."""
 
-    Another scheme (``Basic ...``) is no bearer token, so it gets the bare challenge.
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    via: Via
+    token_id: str
+
+
+ANONYMOUS = Credentials(sent=False)
+
+
+def _bearer_token() -> tuple[str | None, bool]:
+    """(token, sent): the token of a well-formed ``Bearer`` header.
+
+    A header that merely mentions Bearer among other schemes (``Basic x, Bearer y``) holds
+    no usable token: the guard refuses it, and the limiter counts it per address.
     """
-    scheme = request.headers.get("Authorization", "")[:6].lower()
-    return scheme == "bearer" or bool(request.cookies.get(REFRESH_COOKIE_NAME))
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None, False
+    match = BEARER.match(header)
+    if match is None:
+        return None, header[:6].lower() == "bearer"
+    return match.group(1), True
 
 
-def require_ascii_csrf_header() -> None:
-    """With the refresh cookie, a non-ASCII X-CSRF-TOKEN cannot match (our values are hex),
-    and would make the constant-time comparison raise instead of answering 403."""
-    if REFRESH_COOKIE_NAME not in request.cookies:
-        return
-    if not request.headers.get("X-CSRF-TOKEN", "").isascii():
-        raise CSRFError("CSRF token incorrect")
+def read_credentials(kind: TokenKind) -> Credentials:
+    """Decode the credentials a guard of ``kind`` would check; errors are kept, not raised.
+
+    Refresh routes look at the refresh cookie first: an SPA's Bearer access token must not
+    hide its cookie.
+    """
+    cookie = request.cookies.get(REFRESH_COOKIE_NAME) if kind == "refresh" else None
+    if cookie:
+        return _decoded(cookie, kind, "refresh_cookie")
+    token, sent = _bearer_token()
+    if token is None:
+        message = "A valid access token is required."
+        return Credentials(sent=sent, error=unauthorized("unauthorized", message, token_sent=sent))
+    return _decoded(token, kind, "access_token" if kind == "access" else "refresh_token")
 
 
-def access_required(view: F) -> F:
-    """Guard: a valid access token from the Authorization header, session alive."""
+def _decoded(token: str, kind: TokenKind, via: Via) -> Credentials:
+    """Credentials from one token: its claims, or the 401 the guard will answer."""
+    try:
+        claims = decode(token)
+        uuid.UUID(str(claims["sub"]))
+        uuid.UUID(str(claims["sid"]))
+    except jwt.ExpiredSignatureError:
+        error = unauthorized("token_expired", "The token has expired.", token_sent=True)
+        return Credentials(sent=True, error=error)
+    except (jwt.InvalidTokenError, ValueError, TypeError):
+        error = unauthorized("unauthorized", "The token is invalid.", token_sent=True)
+        return Credentials(sent=True, error=error)
+    if claims.get("type") != kind:
+        message = (
+            f"This route needs an {kind} token."
+            if kind == "access"
+            else ("This route needs a refresh token.")
+        )
+        return Credentials(sent=True, error=unauthorized("unauthorized", message, token_sent=True))
+    return Credentials(sent=True, via=via, claims=claims)
 
-    @wraps(view)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        """Verify the access token (and its session), then run the view."""
-        verify_jwt_in_request(locations=["headers"])
-        return view(*args, **kwargs)
 
-    return guarded  # type: ignore[return-value]
+def credentials() -> Credentials:
+    """This request's credentials, as read before the limiter ran."""
+    creds: Credentials | None = g.get("credentials")
+    return creds or ANONYMOUS
 
 
-def refresh_required(view: F) -> F:
-    """Guard: a valid refresh token, from the cookie (checked first) or the header."""
+def authenticate(kind: TokenKind, session_is_live: Callable[[uuid.UUID, uuid.UUID], bool]) -> None:
+    """The guard: 401 unless the credentials hold a live session; 403 for a cookie without CSRF."""
+    creds = g.get("credentials") or read_credentials(kind)
+    if creds.error is not None:
+        raise creds.error
+    claims = creds.claims
+    assert claims is not None and creds.via is not None
+    if creds.via == "refresh_cookie":
+        check_csrf(str(claims.get("csrf", "")))
+    user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
+    if not session_is_live(session_id, user_id):
+        raise unauthorized("token_revoked", "The token's session has ended.", token_sent=True)
+    g.principal = Principal(user_id, session_id, creds.via, str(claims["jti"]))
 
-    @wraps(view)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        """Verify the refresh token (and its session), then run the view."""
-        require_ascii_csrf_header()
-        verify_jwt_in_request(refresh=True, locations=["cookies", "headers"])
-        return view(*args, **kwargs)
 
-    return guarded  # type: ignore[return-value]
+def check_csrf(expected: str) -> None:
+    """403 unless X-CSRF-TOKEN carries ``expected`` (compared in constant time)."""
+    header = request.headers.get(CSRF_HEADER, "")
+    if not header.isascii() or not expected or not hmac.compare_digest(expected, header):
+        raise csrf_failed()
+
+
+def principal() -> Principal:
+    """The authenticated caller (only inside a guarded view)."""
+    found: Principal | None = g.get("principal")
+    if found is None:
+        raise RuntimeError("no authenticated caller: the view is not guarded")
+    return found
+
+
+def logged_user_id() -> str | None:
+    """The caller's user id for the access log, when the request authenticated."""
+    found: Principal | None = g.get("principal")
+    return str(found.user_id) if found else None
 
 
 # --- wiring ----------------------------------------------------------------------------------
 
 
 def jwt_config(settings: Settings) -> dict[str, Any]:
-    """Flask config for flask-jwt-extended derived from our settings."""
+    """Flask config for flask-jwt-extended, which issues our tokens and sets the cookie."""
     return {
         "JWT_SECRET_KEY": settings.secret_key,
         "JWT_ALGORITHM": "HS256",
@@ -149,31 +239,9 @@ def jwt_config(settings: Settings) -> dict[str, Any]:
         "JWT_COOKIE_CSRF_PROTECT": True,
         "JWT_CSRF_IN_COOKIES": False,
         "JWT_CSRF_CHECK_FORM": False,
-        "JWT_REFRESH_CSRF_HEADER_NAME": "X-CSRF-TOKEN",
     }
 
 
-def _reject(code: str, message: str) -> Callable[..., Response]:
-    """A loader that answers with our 401 shape."""
-
-    def loader(*_args: Any) -> Response:
-        """Answer 401 with the challenge."""
-        return error_response(unauthorized(code, message, token_sent=token_sent()))
-
-    return loader
-
-
-def init_jwt(
-    app: Flask, *, is_revoked: Callable[[dict[str, Any], dict[str, Any]], bool]
-) -> JWTManager:
-    """Register flask-jwt-extended with the session check and every loader mapped to our 401s."""
-    jwt = JWTManager(app)
-    jwt.token_in_blocklist_loader(is_revoked)
-    jwt.unauthorized_loader(_reject("unauthorized", "A valid access token is required."))
-    jwt.invalid_token_loader(_reject("unauthorized", "The token is invalid."))
-    jwt.expired_token_loader(_reject("token_expired", "The token has expired."))
-    jwt.revoked_token_loader(_reject("token_revoked", "The token's session has ended."))
-    jwt.needs_fresh_token_loader(_reject("unauthorized", "A fresh token is required."))
-    jwt.user_lookup_error_loader(_reject("unauthorized", "The token's user does not exist."))
-    jwt.token_verification_failed_loader(_reject("unauthorized", "The token was refused."))
-    return jwt
+def init_jwt(app: Flask) -> JWTManager:
+    """flask-jwt-extended, used only to issue tokens and set cookies (we verify them above)."""
+    return JWTManager(app)

@@ -55,12 +55,22 @@ class Settings(BaseSettings):
     ratelimit_login_failures: str = "5/15 minutes"
     ratelimit_login_email: str = "50/hour"
     ratelimit_register: str = "10/hour"
+    ratelimit_password_checks: str = "10/minute"
+    ratelimit_password_checks_address: str = "30/minute"
+    # Everything a user can grow is bounded.
+    max_tasks_per_user: int = Field(default=100_000, ge=1)
+    max_sessions_per_user: int = Field(default=50, ge=1)
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     redis_url: str | None = None
     redis_required: bool = False
     trusted_proxies: int = Field(default=0, ge=0, le=10)
     hsts: bool = False
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # Slow clients: seconds to send a request's line and headers (also the keep-alive idle
+    # time), and to send its whole body; then the connection is closed (a body gets a 408).
+    header_timeout_seconds: int = Field(default=10, ge=1, le=300)
+    body_timeout_seconds: int = Field(default=30, ge=1, le=3600)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -68,6 +78,15 @@ class Settings(BaseSettings):
         """Accept a comma-separated string of exact origins."""
         if isinstance(value, str):
             return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        """Accept a comma-separated string of host names (``api.example.com``, ``.example.com``
+        for every subdomain, optionally with ``:port``)."""
+        if isinstance(value, str):
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
         return value
 
     @field_validator("cors_origins")
@@ -112,6 +131,8 @@ class Settings(BaseSettings):
         "ratelimit_login_failures",
         "ratelimit_login_email",
         "ratelimit_register",
+        "ratelimit_password_checks",
+        "ratelimit_password_checks_address",
     )
     @classmethod
     def _rate_limit_notation(cls, value: str) -> str:
@@ -141,6 +162,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"TASKAPI_SECRET_KEY must be set to at least {MIN_SECRET_BYTES} bytes in production"
             )
+        if self.env == "production" and not self.allowed_hosts:
+            raise ValueError("TASKAPI_ALLOWED_HOSTS must list the API's host names in production")
         if self.cookie_samesite == "None" and not self.secure_cookies:
             raise ValueError("TASKAPI_COOKIE_SAMESITE=None requires TASKAPI_COOKIE_SECURE=true")
         return self
@@ -161,14 +184,48 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'taskapi.db').resolve()}"
 
 
+def _private_folder(path: Path) -> None:
+    """Create the folder ``path`` 0700 whatever the umask; an existing one keeps its mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)  # the umask can only have taken bits away, never added any
+
+
+def _private_database_file(url: str) -> None:
+    """Create a missing SQLite database file 0600 before any engine opens it.
+
+    SQLite would create it 0644 less the umask, and it gives the ``-wal`` and ``-shm`` files
+    the database file's own permissions. An existing file keeps its mode; an empty file is an
+    empty database to SQLite. In-memory databases and PostgreSQL have no file.
+    """
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return
+    if path.startswith("file:") or "uri" in parsed.query:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # it exists, or its folder does not: then SQLite reports the error
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def _development_secret(data_dir: Path) -> str:
     """Create (once) and return the development secret kept in the data folder."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _private_folder(data_dir)
     path = data_dir / SECRET_FILE_NAME
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return path.read_text().strip()
+    os.fchmod(fd, 0o600)  # exactly, whatever the umask took away
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
@@ -184,7 +241,10 @@ def describe_error(error: ValidationError) -> str:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment, creating the development secret if needed."""
+    """Read settings from the environment; create the private data folder, secret and SQLite file.
+
+    The data folder is created 0700, the secret and a SQLite database file 0600.
+    """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
@@ -193,5 +253,6 @@ def load_settings(**overrides: object) -> Settings:
         secret = _development_secret(settings.data_dir)
         settings = settings.model_copy(update={"secret_key": secret})
     if not settings.database_url:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_folder(settings.data_dir)
+    _private_database_file(settings.sqlalchemy_url)
     return settings

@@ -135,7 +135,7 @@ def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., F
 
     yield build
     for app in apps:
-        app.extensions["taskapi"]["engine"].dispose()
+        app.extensions["taskapi"].engine.dispose()
 
 
 @pytest.fixture

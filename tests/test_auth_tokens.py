@@ -429,13 +429,13 @@ def test_delete_session(alice: User, bob: User) -> None:
         ("DELETE", f"{AUTH}/me", {"password": "wrong!"}),
     ],
 )
-def test_wrong_current_password_is_401(
+def test_wrong_current_password_is_403(
     alice: User, method: str, path: str, body: dict[str, Any]
 ) -> None:
-    """401 invalid_credentials (with a Bearer challenge: a guarded route); nothing changes."""
+    """403 invalid_credentials without a challenge (the token is fine); nothing changes."""
     response = alice.request(method, path, json=body)
-    assert response.status_code == 401 and response.json["code"] == "invalid_credentials"
-    assert response.headers.get("WWW-Authenticate", "").startswith("Bearer")
+    assert response.status_code == 403 and response.json["code"] == "invalid_credentials"
+    assert "WWW-Authenticate" not in response.headers
     assert alice.request("GET", f"{AUTH}/me").status_code == 200
     assert login(alice.client, alice.email).status_code == 200
 
@@ -463,7 +463,7 @@ def test_delete_account(app: Flask, alice: User, bob: User) -> None:
     assert_401(me(alice.client, alice.access_token), "token_revoked")
     assert refresh(alice.client, alice.refresh_token).status_code == 401
     assert login(alice.client, alice.email).json["code"] == "invalid_credentials"
-    with DbSession(app.extensions["taskapi"]["engine"]) as db:
+    with DbSession(app.extensions["taskapi"].engine) as db:
         owned = select(func.count()).select_from(Task).where(Task.owner_id == uuid.UUID(alice.id))
         assert db.scalar(owned) == 0
     again = register(alice.client, email=alice.email, password=PASSWORD)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from taskapi.db import make_engine, make_session_factory, utcnow
+from taskapi.db import make_engine, make_session_factory, utcnow, write
 from taskapi.models import Session, TaskTombstone
 from tests.conftest import TEST_SECRET, User
 
@@ -116,13 +116,12 @@ def test_prune_removes_dead_sessions_and_old_tombstones(
     assert alice.request("POST", "/api/v1/auth/logout").status_code == 204
     engine = make_engine(database_url)
     factory = make_session_factory(engine)
-    with factory() as db:
+    with factory() as db, write(db):
         db.execute(
             update(TaskTombstone)
             .where(TaskTombstone.id == task_id)
             .values(deleted_at=utcnow() - timedelta(days=31))
         )
-        db.commit()
     env = {"TASKAPI_DATABASE_URL": database_url, "TASKAPI_SECRET_KEY": TEST_SECRET}
     result = run_cli("db", "prune", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -164,7 +164,8 @@ def test_samesite_none_without_secure_is_refused() -> None:
 
 def test_production_cookies_are_secure_by_default() -> None:
     """Secure defaults to true in production."""
-    assert Settings(env="production", secret_key="s" * 40).secure_cookies is True
+    production = Settings(env="production", secret_key="s" * 40, allowed_hosts="api.example.com")
+    assert production.secure_cookies is True
     assert Settings(secret_key="s" * 40).secure_cookies is False
 
 

@@ -6,6 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from taskapi.db import Base, make_engine
+from taskapi.migrate import objects_of
 
 
 def test_migrated_schema_matches_models(database_url: str) -> None:
@@ -13,7 +14,11 @@ def test_migrated_schema_matches_models(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            options = {
+                "compare_type": True,
+                "include_object": objects_of(connection.dialect.name),
+            }
+            context = MigrationContext.configure(connection, opts=options)
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()

@@ -91,7 +91,7 @@ def doc_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClient
                         data_dir=folder, ratelimit_enabled=False)  # fmt: skip
     app = create_app(settings)
     yield app.test_client()
-    app.extensions["taskapi"]["engine"].dispose()
+    app.extensions["taskapi"].engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,6 @@ def test_hsts_only_in_production_when_enabled(
     make_app: Callable[..., Flask], env: str, hsts: bool, expected: bool
 ) -> None:
     """TASKAPI_HSTS=true adds Strict-Transport-Security in production."""
-    app = make_app(env=env, hsts=hsts, secret_key=TEST_SECRET)
+    app = make_app(env=env, hsts=hsts, secret_key=TEST_SECRET, allowed_hosts="localhost")
     answer = app.test_client().get("/api/health")
     assert ("Strict-Transport-Security" in answer.headers) is expected

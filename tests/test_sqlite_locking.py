@@ -44,7 +44,7 @@ def begins(app: Flask) -> Iterator[list[str]]:
         if statement.startswith("BEGIN"):
             seen.append(statement)
 
-    engine = app.extensions["taskapi"]["engine"]
+    engine = app.extensions["taskapi"].engine
     event.listen(engine, "before_cursor_execute", record)
     yield seen
     event.remove(engine, "before_cursor_execute", record)

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import hmac
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
-from flask import Blueprint, Response, current_app, request
-from flask_jwt_extended import (
-    decode_token,
-    get_jwt,
-    get_jwt_request_location,
-    set_refresh_cookies,
-    unset_refresh_cookies,
-)
-from flask_jwt_extended.exceptions import CSRFError
+import jwt
+from flask import Blueprint, Response, request
+from flask_jwt_extended import set_refresh_cookies, unset_refresh_cookies
 
-from taskapi.api.deps import db_session, settings
-from taskapi.api.operation import PATCH_TYPES, json_response, operation
+from taskapi.api.deps import db_session, settings, state, token_key
+from taskapi.api.operation import PATCH_TYPES, Reply, operation
 from taskapi.api.parsing import parse_id
 from taskapi.db import utcnow
-from taskapi.errors import ApiError, not_found
+from taskapi.errors import NotFound
 from taskapi.schemas.auth import (
     DeleteMeBody,
     LoginAnswer,
     LoginBody,
     PasswordChangeBody,
     RegisterBody,
+    SessionListQuery,
     SessionPage,
     SessionPublic,
     TokenPair,
@@ -35,10 +31,10 @@ from taskapi.schemas.auth import (
 )
 from taskapi.security import (
     REFRESH_COOKIE_NAME,
-    current_session_id,
-    current_user_id,
+    check_csrf,
+    decode,
     encode_refresh_token,
-    require_ascii_csrf_header,
+    principal,
     token_answer,
 )
 from taskapi.services import auth as service
@@ -49,16 +45,6 @@ TAGS = ("auth",)
 CSRF_HEADER_DOC = "Cookie mode: the csrf_token from login or the last refresh (403 otherwise)"
 
 
-def _user_view(user: object) -> UserPublic:
-    """The public view of a user row."""
-    return UserPublic.model_validate(user, from_attributes=True)
-
-
-def _no_content() -> Response:
-    """An empty 204 answer."""
-    return Response(status=204)
-
-
 @bp.post("/register")
 @operation(
     "Create an account",
@@ -66,18 +52,17 @@ def _no_content() -> Response:
     auth=None,
     body=RegisterBody,
     ok=(201, UserPublic),
-    errors=(400, 409, 413, 415, 429),
+    errors=(409,),
 )
-def register(body: RegisterBody) -> Response:
+def register(body: RegisterBody) -> object:
     """Create an account and return the user."""
-    user = service.register(
+    return service.register(
         db_session(),
         email=body.email,
         password=body.password,
         name=body.name,
         rounds=settings().bcrypt_rounds,
     )
-    return json_response(_user_view(user), 201)
 
 
 @bp.post("/login")
@@ -87,42 +72,38 @@ def register(body: RegisterBody) -> Response:
     auth=None,
     body=LoginBody,
     ok=(200, LoginAnswer),
-    errors=(400, 401, 413, 415, 429),
+    errors=(401,),
     description=(
         "Body mode (default) returns refresh_token. With refresh_cookie=true the refresh token is "
-        "set in an HttpOnly cookie scoped to /api/v1/auth and csrf_token is returned instead."
+        "set in an HttpOnly cookie scoped to /api/v1/auth and csrf_token is returned instead. "
+        "Past TASKAPI_MAX_SESSIONS_PER_USER live sessions, the oldest are revoked."
     ),
 )
-def login(body: LoginBody) -> Response:
+def login(body: LoginBody) -> Reply:
     """Check credentials, open a session and issue its first tokens."""
     db, config = db_session(), settings()
-    guard = current_app.extensions["taskapi"]["login_guard"]
-    guard.check(body.email)
-    try:
+    with state().password_guard.attempt(body.email):
         user = service.authenticate(
             db, email=body.email, password=body.password, rounds=config.bcrypt_rounds
         )
-    except ApiError:
-        guard.record_failure(body.email)
-        raise
     grant = service.open_session(
         db,
         user_id=user.id,
         user_agent=request.headers.get("User-Agent", ""),
         now=utcnow(),
         lifetime=timedelta(days=config.refresh_token_days),
+        max_sessions=config.max_sessions_per_user,
     )
     answer = token_answer(user.id, grant, cookie=body.refresh_cookie)
-    response = json_response({**answer, "user": _user_view(user).model_dump(mode="json")})
-    if body.refresh_cookie:
-        _set_refresh_cookie(response, user.id, grant)
-    return response
+    cookie = _refresh_cookie(user.id, grant) if body.refresh_cookie else None
+    return Reply({**answer, "user": user}, finish=cookie)
 
 
-def _set_refresh_cookie(response: Response, user_id: uuid.UUID, grant: RefreshGrant) -> None:
+def _refresh_cookie(user_id: uuid.UUID, grant: RefreshGrant) -> Callable[[Response], None]:
     """Put the refresh token in its HttpOnly cookie, living exactly as long as the token."""
     max_age = max(0, int((grant.expires_at - utcnow()).total_seconds()))
-    set_refresh_cookies(response, encode_refresh_token(user_id, grant), max_age=max_age)
+    token = encode_refresh_token(user_id, grant)
+    return lambda response: set_refresh_cookies(response, token, max_age=max_age)
 
 
 @bp.post("/refresh")
@@ -131,7 +112,6 @@ def _set_refresh_cookie(response: Response, user_id: uuid.UUID, grant: RefreshGr
     tags=TAGS,
     auth="refresh",
     ok=(200, TokenPair),
-    errors=(401, 403, 429),
     headers={"X-CSRF-TOKEN": CSRF_HEADER_DOC},
     description=(
         "Send the refresh token as Authorization: Bearer, or (cookie mode) the refresh cookie "
@@ -139,24 +119,20 @@ def _set_refresh_cookie(response: Response, user_id: uuid.UUID, grant: RefreshGr
         "except within a few seconds of its first use, when the same successor is returned."
     ),
 )
-def refresh() -> Response:
+def refresh() -> Reply:
     """Rotate the refresh token and issue a fresh access token."""
-    claims = get_jwt()
-    config = settings()
-    user_id = current_user_id()
+    caller, config = principal(), settings()
     grant = service.rotate_refresh_token(
         db_session(),
-        session_id=current_session_id(),
-        presented_jti=str(claims["jti"]),
+        session_id=caller.session_id,
+        presented_jti=caller.token_id,
         now=utcnow(),
         lifetime=timedelta(days=config.refresh_token_days),
         grace=timedelta(seconds=config.refresh_grace_seconds),
     )
-    from_cookie = get_jwt_request_location() == "cookies"
-    response = json_response(token_answer(user_id, grant, cookie=from_cookie))
-    if from_cookie:
-        _set_refresh_cookie(response, user_id, grant)
-    return response
+    from_cookie = caller.via == "refresh_cookie"
+    cookie = _refresh_cookie(caller.user_id, grant) if from_cookie else None
+    return Reply(token_answer(caller.user_id, grant, cookie=from_cookie), finish=cookie)
 
 
 @bp.post("/logout")
@@ -165,49 +141,43 @@ def refresh() -> Response:
     tags=TAGS,
     auth="access",
     ok=(204, None),
-    errors=(401, 403, 429),
+    errors=(403,),
     headers={"X-CSRF-TOKEN": CSRF_HEADER_DOC},
     description="With the refresh cookie present, X-CSRF-TOKEN must match; the cookie is cleared.",
 )
-def logout() -> Response:
+def logout() -> Reply:
     """Revoke the current session; with the refresh cookie, also require CSRF and clear it."""
     cookie = request.cookies.get(REFRESH_COOKIE_NAME)
     if cookie is not None:
         _check_cookie_csrf(cookie)
+    caller = principal()
     service.revoke_session(
-        db_session(), session_id=current_session_id(), user_id=current_user_id(), now=utcnow()
+        db_session(), session_id=caller.session_id, user_id=caller.user_id, now=utcnow()
     )
-    response = _no_content()
-    if cookie is not None:
-        unset_refresh_cookies(response)
-    return response
+    return Reply(finish=unset_refresh_cookies if cookie is not None else None)
 
 
 def _check_cookie_csrf(cookie: str) -> None:
     """A request carrying the refresh cookie must carry its X-CSRF-TOKEN too."""
     try:
-        claims = decode_token(cookie, allow_expired=True)
-    except Exception:  # a cookie we did not sign protects nothing; the access token decides
+        claims = decode(cookie, allow_expired=True)
+    except jwt.InvalidTokenError:  # a cookie we did not sign protects nothing
         return
-    require_ascii_csrf_header()
-    header = request.headers.get("X-CSRF-TOKEN", "")
-    if not hmac.compare_digest(str(claims.get("csrf", "")), header):
-        raise CSRFError("CSRF token missing or incorrect")
+    check_csrf(str(claims.get("csrf", "")))
 
 
 @bp.post("/logout-all")
-@operation("End every session of this user", tags=TAGS, ok=(204, None), errors=(401, 429))
-def logout_all() -> Response:
+@operation("End every session of this user", tags=TAGS, ok=(204, None))
+def logout_all() -> None:
     """Revoke every session of the current user, this one included."""
-    service.revoke_all_sessions(db_session(), user_id=current_user_id(), now=utcnow())
-    return _no_content()
+    service.revoke_all_sessions(db_session(), user_id=principal().user_id, now=utcnow())
 
 
 @bp.get("/me")
-@operation("The current user", tags=TAGS, ok=(200, UserPublic), errors=(401, 429))
-def get_me() -> Response:
+@operation("The current user", tags=TAGS, ok=(200, UserPublic))
+def get_me() -> object:
     """Return the authenticated user."""
-    return json_response(_user_view(service.get_user(db_session(), user_id=current_user_id())))
+    return service.get_user(db_session(), user_id=principal().user_id)
 
 
 @bp.patch("/me")
@@ -216,13 +186,11 @@ def get_me() -> Response:
     tags=TAGS,
     body=UpdateMeBody,
     ok=(200, UserPublic),
-    errors=(400, 401, 413, 415, 429),
     media_types=PATCH_TYPES,
 )
-def update_me(body: UpdateMeBody) -> Response:
+def update_me(body: UpdateMeBody) -> object:
     """Update the authenticated user's name."""
-    user = service.update_name(db_session(), user_id=current_user_id(), name=body.name)
-    return json_response(_user_view(user))
+    return service.update_name(db_session(), user_id=principal().user_id, name=body.name)
 
 
 @bp.post("/password")
@@ -231,21 +199,32 @@ def update_me(body: UpdateMeBody) -> Response:
     tags=TAGS,
     body=PasswordChangeBody,
     ok=(204, None),
-    errors=(400, 401, 413, 415, 429),
-    description="Every other session is revoked; this one lives on.",
+    errors=(403,),
+    description=(
+        "Every other session is revoked; this one lives on. A wrong current_password is 403 "
+        "invalid_credentials (not 401: the token is fine) and counts against the same failure "
+        "budgets as a failed login."
+    ),
 )
-def change_password(body: PasswordChangeBody) -> Response:
+def change_password(body: PasswordChangeBody) -> None:
     """Verify the current password, set the new one and end every other session."""
-    service.change_password(
-        db_session(),
-        user_id=current_user_id(),
-        session_id=current_session_id(),
-        current_password=body.current_password,
-        new_password=body.new_password,
-        rounds=settings().bcrypt_rounds,
-        now=utcnow(),
-    )
-    return _no_content()
+    caller, db = principal(), db_session()
+    with _password_check(caller.user_id):
+        service.change_password(
+            db,
+            user_id=caller.user_id,
+            session_id=caller.session_id,
+            current_password=body.current_password,
+            new_password=body.new_password,
+            rounds=settings().bcrypt_rounds,
+            now=utcnow(),
+        )
+
+
+def _password_check(user_id: uuid.UUID) -> AbstractContextManager[None]:
+    """The budgets of a signed-in user's password re-check (per user, address and email)."""
+    email = service.email_of(db_session(), user_id=user_id)
+    return state().password_guard.attempt(email, user_id=str(user_id))
 
 
 @bp.delete("/me")
@@ -254,41 +233,57 @@ def change_password(body: PasswordChangeBody) -> Response:
     tags=TAGS,
     body=DeleteMeBody,
     ok=(204, None),
-    errors=(400, 401, 413, 415, 429),
-    description="Deletes the user, their tasks and sessions.",
+    errors=(403,),
+    description=(
+        "Deletes the user, their tasks and sessions. A wrong password is 403 "
+        "invalid_credentials and counts against the login failure budgets."
+    ),
 )
-def delete_me(body: DeleteMeBody) -> Response:
+def delete_me(body: DeleteMeBody) -> None:
     """Delete the user with every task and session, after checking the password."""
-    service.delete_account(db_session(), user_id=current_user_id(), password=body.password)
-    return _no_content()
+    user_id = principal().user_id
+    with _password_check(user_id):
+        service.delete_account(db_session(), user_id=user_id, password=body.password)
 
 
 @bp.get("/sessions")
-@operation("This user's active sessions", tags=TAGS, ok=(200, SessionPage), errors=(401, 429))
-def list_sessions() -> Response:
-    """List the live sessions, marking the current one."""
-    current = current_session_id()
-    rows = service.list_sessions(db_session(), user_id=current_user_id(), now=utcnow())
+@operation(
+    "This user's active sessions",
+    tags=TAGS,
+    query=SessionListQuery,
+    ok=(200, SessionPage),
+    description="Newest first, keyset-paginated like every collection.",
+)
+def list_sessions(query: SessionListQuery) -> SessionPage:
+    """One page of the live sessions, marking the current one."""
+    caller = principal()
+    page = service.list_sessions(
+        db_session(),
+        user_id=caller.user_id,
+        now=utcnow(),
+        limit=query.limit,
+        cursor=query.cursor,
+        key=token_key(),
+    )
     items = [
         SessionPublic(
             id=row.id,
             created_at=row.created_at,
             last_used_at=row.last_used_at,
             user_agent=row.user_agent,
-            current=row.id == current,
+            current=row.id == caller.session_id,
         )
-        for row in rows
+        for row in page.items
     ]
-    return json_response(SessionPage(items=items, next_cursor=None))
+    return SessionPage(items=items, next_cursor=page.next_cursor)
 
 
 @bp.delete("/sessions/<session_id>")
-@operation("End one session", tags=TAGS, ok=(204, None), errors=(401, 404, 429))
-def delete_session(session_id: str) -> Response:
+@operation("End one session", tags=TAGS, ok=(204, None), errors=(404,))
+def delete_session(session_id: str) -> None:
     """Revoke one of this user's sessions; anyone else's is not found."""
     sid = parse_id(session_id)
     if not service.revoke_session(
-        db_session(), session_id=sid, user_id=current_user_id(), now=utcnow()
+        db_session(), session_id=sid, user_id=principal().user_id, now=utcnow()
     ):
-        raise not_found()
-    return _no_content()
+        raise NotFound()

@@ -1,41 +1,61 @@
-"""Per-request resources views share: the database session and the settings."""
+"""What views share: the app's typed state, the request's database session and caller."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, g
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from taskapi.db import utcnow
+from taskapi.limits import PasswordGuard
 from taskapi.services import auth as auth_service
 from taskapi.settings import Settings
 
 
+@dataclass
+class AppState:
+    """Everything ``create_app`` wires, kept on ``app.extensions["taskapi"]``."""
+
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    password_guard: PasswordGuard
+    redis_probe: Callable[[], bool] | None = None
+    openapi: dict[str, Any] | None = None
+
+
+def state() -> AppState:
+    """The current app's state."""
+    found: AppState = current_app.extensions["taskapi"]
+    return found
+
+
 def settings() -> Settings:
     """The settings the app was created with."""
-    return current_app.extensions["taskapi"]["settings"]  # type: ignore[no-any-return]
+    return state().settings
+
+
+def token_key() -> bytes:
+    """The secret that cursors and sync tokens are sealed with (per purpose, see cursors)."""
+    return state().settings.secret_key.encode()
 
 
 def db_session() -> Session:
     """The request's database session, opened on first use and closed at teardown."""
     session: Session | None = g.get("db_session")
     if session is None:
-        factory: Any = current_app.extensions["taskapi"]["session_factory"]
-        session = g.db_session = factory()
+        session = g.db_session = state().session_factory()
     return session
 
 
-def session_revoked(_header: dict[str, Any], claims: dict[str, Any]) -> bool:
-    """One primary-key lookup per authenticated request: has the token's session ended?"""
-    try:
-        session_id = uuid.UUID(str(claims.get("sid")))
-        user_id = uuid.UUID(str(claims.get("sub")))
-    except ValueError:
-        return True
-    g.user_id = str(user_id)  # for the access log
-    return not auth_service.session_is_live(
+def session_is_live(session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """One primary-key lookup per authenticated request: is the token's session alive?"""
+    return auth_service.session_is_live(
         db_session(), session_id=session_id, user_id=user_id, now=utcnow()
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -11,16 +12,19 @@ from flask import Blueprint, Flask, Response, abort, current_app, send_from_dire
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
-from taskapi.api.operation import Operation, json_response, operation
+from taskapi.api.deps import state
+from taskapi.api.operation import Operation, operation
 from taskapi.schemas.common import ErrorBody
 
 bp = Blueprint("docs", __name__)
 STATUS_TEXT = {
     200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified",
     400: "Invalid JSON or a validation error", 401: "Missing, invalid, expired or revoked token",
-    403: "CSRF check failed", 404: "Not found (or not yours)", 409: "Conflict",
+    403: "CSRF check failed", 404: "Not found (or not yours)",
+    408: "The body did not arrive in time (the connection closes)", 409: "Conflict",
     410: "Sync token expired", 412: "If-Match does not match", 413: "Body too large",
-    415: "Unsupported media type", 428: "If-Match required", 429: "Rate limited",
+    414: "Request line (URL) too long", 415: "Unsupported media type",
+    428: "If-Match required", 429: "Rate limited", 431: "Request headers too large",
     500: "Unexpected error", 503: "Database or required Redis unavailable",
 }  # fmt: skip
 RATE_HEADERS = {
@@ -112,7 +116,7 @@ def _operation(
     op: Operation, method: str, path_names: list[str], refs: dict[Any, Any]
 ) -> dict[str, Any]:
     """One OpenAPI operation object."""
-    statuses = set(op.errors) | {400, 500}
+    statuses = set(op.errors) | {400, 408, 414, 431, 500}  # 408/414/431: slow or huge requests
     if op.auth is not None:
         statuses.add(401)
     if op.uses_database:
@@ -218,11 +222,11 @@ class OpenApiDocument(BaseModel):
     uses_database=False,
 )
 def openapi_document() -> Response:
-    """The OpenAPI 3.1 document."""
-    cached = current_app.extensions["taskapi"].get("openapi")
-    if cached is None:
-        cached = current_app.extensions["taskapi"]["openapi"] = build_openapi(current_app)
-    return json_response(cached)
+    """The OpenAPI 3.1 document (built once; served as is, it is our own JSON)."""
+    app_state = state()
+    if app_state.openapi is None:
+        app_state.openapi = build_openapi(current_app)
+    return Response(json.dumps(app_state.openapi), mimetype="application/json")
 
 
 @bp.get("/api/docs")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, current_app
 from sqlalchemy import text
 
-from taskapi.api.deps import db_session, settings
-from taskapi.api.operation import json_response, operation
+from taskapi.api.deps import db_session, settings, state
+from taskapi.api.operation import Reply, operation
 from taskapi.db import utcnow
-from taskapi.schemas.common import format_timestamp
 from taskapi.schemas.health import Health, Readiness
 
 bp = Blueprint("health", __name__, url_prefix="/api")
@@ -26,9 +25,9 @@ TAGS = ("health",)
     rate_limited=False,
     uses_database=False,
 )
-def health() -> Response:
+def health() -> Health:
     """Answer without touching the database."""
-    return json_response({"status": "ok", "timestamp": format_timestamp(utcnow())})
+    return Health(status="ok", timestamp=utcnow())
 
 
 def _check_database() -> str:
@@ -43,7 +42,7 @@ def _check_database() -> str:
 
 def _check_redis() -> str:
     """``ok``, ``error`` or ``not_configured`` for the rate-limit store."""
-    probe = current_app.extensions["taskapi"].get("redis_probe")
+    probe = state().redis_probe
     if probe is None:
         return "not_configured"
     return "ok" if probe() else "error"
@@ -58,18 +57,18 @@ def _check_redis() -> str:
     alternatives={503: Readiness},
     rate_limited=False,
 )
-def ready() -> Response:
+def ready() -> Reply:
     """200 when dependencies answer; 503 when the database (or a required Redis) does not."""
     checks = {"database": _check_database(), "redis": _check_redis()}
     failed = checks["database"] == "error" or (
         checks["redis"] == "error" and settings().redis_required
     )
     if not failed:
-        return json_response({"status": "ok", "checks": checks})
+        return Reply({"status": "ok", "checks": checks})
     body: dict[str, Any] = {
         "status": "error",
         "checks": checks,
         "error": "A required dependency is unavailable.",
         "code": "unavailable",
     }
-    return json_response(body, 503)
+    return Reply(body, 503)

@@ -1,12 +1,14 @@
-"""One decorator per view: guard, query and body validation, and the OpenAPI description.
+"""One decorator per view: guard, validation, serialization and the OpenAPI description.
 
-Declaring validation and documentation together keeps the document equal to what the server
-enforces. The order inside the wrapper is the contract's: 401/403, then 415, then 400.
+Declaring validation, the response model and documentation together keeps the document equal
+to what the server enforces and sends: a view returns data (or a ``Reply`` with a status and
+headers), and the declared model serializes it, so a field renamed in a view fails loudly
+instead of drifting from the document. The order inside the wrapper is the contract's:
+401/403, then 415, then 400.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -15,8 +17,9 @@ from typing import Any, Literal, TypeVar
 from flask import Response
 from pydantic import BaseModel
 
+from taskapi.api.deps import session_is_live
 from taskapi.api.parsing import check_media_type, parse_body, parse_query
-from taskapi.security import access_required, refresh_required
+from taskapi.security import authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
 JSON_TYPES = ("application/json",)
@@ -47,10 +50,40 @@ class Operation:
     ok_media: str = "application/json"
 
 
-GUARDS: dict[Auth, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
-    "access": access_required,
-    "refresh": refresh_required,
-}
+@dataclass(frozen=True)
+class Reply:
+    """A view's answer: the data its declared model serializes, a status and headers."""
+
+    body: Any = None
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    finish: Callable[[Response], Any] | None = None  # e.g. set or clear a cookie
+
+
+def implied_errors(
+    *,
+    auth: Auth,
+    body: type[BaseModel] | None,
+    headers: dict[str, str],
+    rate_limited: bool,
+    uses_database: bool,
+) -> set[int]:
+    """The statuses every operation of this shape can answer, so ``errors=`` lists only
+    what a route adds (409, 410, ...)."""
+    statuses = {400, 414, 431, 500}
+    if auth is not None:
+        statuses.add(401)
+    if auth == "refresh":
+        statuses.add(403)  # the refresh cookie without its X-CSRF-TOKEN
+    if body is not None:
+        statuses |= {413, 415}
+    if "If-Match" in headers:
+        statuses |= {412, 428}
+    if rate_limited:
+        statuses.add(429)
+    if uses_database:
+        statuses.add(503)
+    return statuses
 
 
 def operation(
@@ -70,10 +103,20 @@ def operation(
     rate_limited: bool = True,
     uses_database: bool = True,
     ok_media: str = "application/json",
-) -> Callable[[F], F]:
-    """Validate and document a view; the view receives ``body=`` and ``query=`` as declared."""
+) -> Callable[[Callable[..., Any]], Callable[..., Response]]:
+    """Validate and document a view; the view receives ``body=`` and ``query=`` as declared.
 
-    def decorate(view: F) -> F:
+    ``errors`` lists the statuses this route adds to those its shape implies.
+    """
+    implied = implied_errors(
+        auth=auth,
+        body=body,
+        headers=headers or {},
+        rate_limited=rate_limited,
+        uses_database=uses_database,
+    )
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Response]:
         spec = Operation(
             name=view.__name__,
             summary=summary,
@@ -83,7 +126,7 @@ def operation(
             query=query,
             ok_status=ok[0],
             ok_model=ok[1],
-            errors=errors,
+            errors=tuple(sorted(implied | set(errors))),
             media_types=media_types,
             headers=headers or {},
             response_headers=response_headers,
@@ -95,7 +138,9 @@ def operation(
         )
 
         @wraps(view)
-        def validated(*args: Any, **kwargs: Any) -> Any:
+        def validated(*args: Any, **kwargs: Any) -> Response:
+            if auth is not None:
+                authenticate(auth, session_is_live)
             if body is not None:
                 check_media_type(media_types)
             parsed_query = parse_query(query)
@@ -103,24 +148,36 @@ def operation(
                 kwargs["query"] = parsed_query
             if body is not None:
                 kwargs["body"] = parse_body(body)
-            return view(*args, **kwargs)
+            return respond(spec, view(*args, **kwargs))
 
-        guarded = GUARDS[auth](validated) if auth in GUARDS else validated
-        guarded.operation = spec  # type: ignore[attr-defined]
-        return guarded  # type: ignore[return-value]
+        validated.operation = spec  # type: ignore[attr-defined]
+        return validated
 
     return decorate
 
 
-def json_response(
-    payload: BaseModel | dict[str, Any], status: int = 200, **headers: str
-) -> Response:
-    """Serialize a model (or a ready dict) as the response body."""
-    if isinstance(payload, BaseModel):
-        data = payload.model_dump_json()
+def respond(spec: Operation, result: Any) -> Response:
+    """Serialize a view's result through the declared model of its status."""
+    if isinstance(result, Response):  # 304 and pages that are not JSON
+        return result
+    reply = result if isinstance(result, Reply) else Reply(result)
+    status = reply.status or spec.ok_status
+    model = spec.alternatives.get(status) or (spec.ok_model if status == spec.ok_status else None)
+    if model is None:
+        if reply.body is not None:
+            raise TypeError(f"{spec.name} declares no body for status {status}")
+        response = Response(status=status)
     else:
-        data = json.dumps(payload, separators=(",", ":"))
-    response = Response(data, status=status, mimetype="application/json")
-    for name, value in headers.items():
-        response.headers[name.replace("_", "-")] = value
+        data = serialize(model, reply.body)
+        response = Response(data, status=status, mimetype=spec.ok_media)
+    for name, value in reply.headers.items():
+        response.headers[name] = value
+    if reply.finish is not None:
+        reply.finish(response)
     return response
+
+
+def serialize(model: type[BaseModel], body: Any) -> str:
+    """JSON of ``body`` as ``model`` declares it (validated from a model, dict or row)."""
+    instance = body if isinstance(body, model) else model.model_validate(body, from_attributes=True)
+    return instance.model_dump_json()

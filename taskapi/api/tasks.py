@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
-from taskapi.api.deps import db_session, settings
-from taskapi.api.operation import PATCH_TYPES, json_response, operation
+from taskapi.api.deps import db_session, settings, token_key
+from taskapi.api.operation import PATCH_TYPES, Reply, operation
 from taskapi.api.parsing import parse_id
 from taskapi.db import utcnow
 from taskapi.errors import validation_error
@@ -27,7 +27,7 @@ from taskapi.schemas.tasks import (
     TaskPublic,
     TaskWrite,
 )
-from taskapi.security import current_user_id
+from taskapi.security import principal
 from taskapi.services import listing, sync
 from taskapi.services import tasks as service
 
@@ -44,13 +44,13 @@ class TaskIdConverter(BaseConverter):
 
 
 TAGS = ("tasks",)
-STRONG_ETAG = re.compile(r'"([0-9]{1,18})"', re.ASCII)
+VERSION_TAG = re.compile(r"[0-9]{1,18}", re.ASCII)
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
-WRITE_ERRORS = (400, 401, 404, 412, 413, 415, 428, 429)
+IF_MATCH_DOC = {"If-Match": "Optional ETag; 412 when it does not match"}
 
 
 def task_json(task: Task) -> dict[str, Any]:
-    """The public JSON of a task."""
+    """The public JSON of a task, as the declared model serializes it (kept for replays)."""
     return TaskPublic.model_validate(task).model_dump(mode="json")
 
 
@@ -59,28 +59,24 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _task_response(body: dict[str, Any], status: int = 200, **headers: str) -> Response:
+def _task_reply(task: Task | dict[str, Any], status: int | None = None, **headers: str) -> Reply:
     """A task answer with its ETag."""
-    return json_response(body, status, ETag=etag(body["version"]), **headers)
+    version = task["version"] if isinstance(task, dict) else task.version
+    return Reply(task, status, {"ETag": etag(version), **headers})
 
 
 def _if_match() -> service.Precondition:
-    """What ``If-Match`` asks for: nothing, any version (``*``), or some versions."""
-    header = request.headers.get("If-Match")
-    if header is None:
+    """What ``If-Match`` asks for: nothing, any version (``*``), or some versions.
+
+    Weak tags (W/"3") never match: If-Match uses strong comparison (RFC 9110).
+    """
+    if "If-Match" not in request.headers:
         return service.Precondition(required=settings().require_if_match)
-    if header.strip() == "*":
+    tags = request.if_match
+    if tags.star_tag:
         return service.Precondition(versions=None)
-    # Weak tags (W/"3") never match: If-Match uses strong comparison.
-    versions = {
-        int(m[1]) for m in (STRONG_ETAG.fullmatch(t.strip()) for t in header.split(",")) if m
-    }
+    versions = {int(tag) for tag in tags.as_set() if VERSION_TAG.fullmatch(tag)}
     return service.Precondition(versions=frozenset(versions))
-
-
-def _sync_key() -> bytes:
-    """The key that signs cursors and sync tokens."""
-    return settings().secret_key.encode()
 
 
 @bp.post("")
@@ -89,11 +85,15 @@ def _sync_key() -> bytes:
     tags=TAGS,
     body=TaskWrite,
     ok=(201, TaskPublic),
-    errors=(400, 401, 409, 413, 415, 429),
+    errors=(409,),
     headers={"Idempotency-Key": "1 to 255 printable characters; a repeat replays the first answer"},
     response_headers=("Location", "ETag", "Idempotent-Replayed"),
+    description=(
+        "409 idempotency_conflict for a reused key with another body; 409 quota_exceeded past "
+        "TASKAPI_MAX_TASKS_PER_USER tasks (default 100,000)."
+    ),
 )
-def create_task(body: TaskWrite) -> Response:
+def create_task(body: TaskWrite) -> Reply:
     """Create a task; ``Idempotency-Key`` makes retries safe."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
@@ -102,15 +102,16 @@ def create_task(body: TaskWrite) -> Response:
         )
     created = service.create_task(
         db_session(),
-        user_id=current_user_id(),
+        user_id=principal().user_id,
         fields=body.model_dump(exclude=set(SERVER_SET_FIELDS)),
         now=utcnow(),
         render=task_json,
+        max_tasks=settings().max_tasks_per_user,
         idempotency_key=key,
     )
-    extra = {"Idempotent_Replayed": "true"} if created.replayed else {}
+    extra = {"Idempotent-Replayed": "true"} if created.replayed else {}
     location = url_for("tasks.get_task", task_id=created.body["id"])
-    return _task_response(created.body, 201, Location=location, **extra)
+    return _task_reply(created.body, 201, Location=location, **extra)
 
 
 @bp.get("")
@@ -119,10 +120,9 @@ def create_task(body: TaskWrite) -> Response:
     tags=TAGS,
     query=TaskListQuery,
     ok=(200, TaskPage),
-    errors=(400, 401, 429),
     response_headers=("Link",),
 )
-def list_tasks(query: TaskListQuery) -> Response:
+def list_tasks(query: TaskListQuery) -> Reply:
     """One page of the user's tasks, keyset-paginated, with a ``Link`` to the next."""
     filters = listing.TaskFilters(
         completed=None if query.completed is None else query.completed == "true",
@@ -134,20 +134,19 @@ def list_tasks(query: TaskListQuery) -> Response:
     )
     page = listing.list_tasks(
         db_session(),
-        user_id=current_user_id(),
+        user_id=principal().user_id,
         filters=filters,
         sort=query.sort,
         limit=query.limit,
         cursor=query.cursor,
-        key=_sync_key(),
+        key=token_key(),
     )
-    body = {"items": [task_json(t) for t in page.items], "next_cursor": page.next_cursor}
-    response = json_response(body)
+    headers = {}
     if page.next_cursor is not None:
         params = {k: v for k, v in request.args.items() if k != "cursor"}
         params["cursor"] = page.next_cursor
-        response.headers["Link"] = f'<{request.base_url}?{urlencode(params)}>; rel="next"'
-    return response
+        headers["Link"] = f'<{request.base_url}?{urlencode(params)}>; rel="next"'
+    return Reply({"items": page.items, "next_cursor": page.next_cursor}, headers=headers)
 
 
 @bp.delete("")
@@ -156,12 +155,12 @@ def list_tasks(query: TaskListQuery) -> Response:
     tags=TAGS,
     query=ClearCompletedQuery,
     ok=(200, DeletedCount),
-    errors=(400, 401, 429),
+    description="Deleted in batches of a few hundred per transaction; each leaves a tombstone.",
 )
-def clear_completed(query: ClearCompletedQuery) -> Response:
+def clear_completed(query: ClearCompletedQuery) -> DeletedCount:
     """Clear the user's completed tasks (``completed=true`` is required)."""
-    deleted = service.clear_completed(db_session(), user_id=current_user_id(), now=utcnow())
-    return json_response(DeletedCount(deleted=deleted))
+    deleted = service.clear_completed(db_session(), user_id=principal().user_id, now=utcnow())
+    return DeletedCount(deleted=deleted)
 
 
 @bp.get("/changes")
@@ -170,26 +169,24 @@ def clear_completed(query: ClearCompletedQuery) -> Response:
     tags=TAGS,
     query=ChangesQuery,
     ok=(200, ChangesPage),
-    errors=(400, 401, 410, 429),
+    errors=(410,),
 )
-def changes(query: ChangesQuery) -> Response:
+def changes(query: ChangesQuery) -> dict[str, Any]:
     """Delta sync: every change after ``since``, oldest first."""
     page = sync.changes_since(
         db_session(),
-        user_id=current_user_id(),
+        user_id=principal().user_id,
         token=query.since,
         limit=query.limit,
         now=utcnow(),
-        key=_sync_key(),
+        key=token_key(),
         retention=timedelta(days=settings().tombstone_days),
     )
-    items: list[dict[str, Any]] = []
-    for change in page.changes:
-        item: dict[str, Any] = {"id": str(change.id), "deleted": change.task is None}
-        if change.task is not None:
-            item["task"] = task_json(change.task)
-        items.append(item)
-    return json_response({"changes": items, "next": page.next_token, "has_more": page.has_more})
+    items = [
+        {"id": str(change.id), "deleted": change.task is None, "task": change.task}
+        for change in page.changes
+    ]
+    return {"changes": items, "next": page.next_token, "has_more": page.has_more}
 
 
 @bp.get("/<task_id:task_id>")
@@ -197,19 +194,16 @@ def changes(query: ChangesQuery) -> Response:
     "Get a task",
     tags=TAGS,
     ok=(200, TaskPublic),
-    errors=(401, 404, 429),
+    errors=(404,),
     headers={"If-None-Match": "An ETag; 304 when unchanged"},
     response_headers=("ETag",),
 )
-def get_task(task_id: str) -> Response:
-    """One task; 304 when ``If-None-Match`` names its current ETag."""
-    task = service.get_task(db_session(), user_id=current_user_id(), task_id=parse_id(task_id))
-    current = etag(task.version)
-    if_none_match = request.headers.get("If-None-Match", "")
-    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    if current in tags or "*" in tags:
-        return Response(status=304, headers={"ETag": current})
-    return _task_response(task_json(task))
+def get_task(task_id: str) -> Reply | Response:
+    """One task; 304 when ``If-None-Match`` names its current ETag (weak comparison)."""
+    task = service.get_task(db_session(), user_id=principal().user_id, task_id=parse_id(task_id))
+    if request.if_none_match.contains_weak(str(task.version)):
+        return Response(status=304, headers={"ETag": etag(task.version)})
+    return _task_reply(task)
 
 
 @bp.put("/<task_id:task_id>")
@@ -218,11 +212,11 @@ def get_task(task_id: str) -> Response:
     tags=TAGS,
     body=TaskWrite,
     ok=(200, TaskPublic),
-    errors=WRITE_ERRORS,
-    headers={"If-Match": "Optional ETag; 412 when it does not match"},
+    errors=(404,),
+    headers=IF_MATCH_DOC,
     response_headers=("ETag",),
 )
-def replace_task(task_id: str, body: TaskWrite) -> Response:
+def replace_task(task_id: str, body: TaskWrite) -> Reply:
     """Full replacement: omitted optional fields return to their defaults."""
     return _update(task_id, body.model_dump(exclude=set(SERVER_SET_FIELDS)))
 
@@ -233,12 +227,12 @@ def replace_task(task_id: str, body: TaskWrite) -> Response:
     tags=TAGS,
     body=TaskPatch,
     ok=(200, TaskPublic),
-    errors=WRITE_ERRORS,
+    errors=(404,),
     media_types=PATCH_TYPES,
-    headers={"If-Match": "Optional ETag; 412 when it does not match"},
+    headers=IF_MATCH_DOC,
     response_headers=("ETag",),
 )
-def patch_task(task_id: str, body: TaskPatch) -> Response:
+def patch_task(task_id: str, body: TaskPatch) -> Reply:
     """Partial update: only the fields sent change; ``null`` clears ``due_at``."""
     changes = body.changes()
     if not changes:
@@ -246,18 +240,18 @@ def patch_task(task_id: str, body: TaskPatch) -> Response:
     return _update(task_id, changes)
 
 
-def _update(task_id: str, fields: dict[str, Any]) -> Response:
+def _update(task_id: str, fields: dict[str, Any]) -> Reply:
     """Apply a PUT or PATCH and answer with the new state."""
     precondition = _if_match()
     task = service.update_task(
         db_session(),
-        user_id=current_user_id(),
+        user_id=principal().user_id,
         task_id=parse_id(task_id),
         fields=fields,
         now=utcnow(),
         precondition=precondition,
     )
-    return _task_response(task_json(task))
+    return _task_reply(task)
 
 
 @bp.delete("/<task_id:task_id>")
@@ -265,17 +259,16 @@ def _update(task_id: str, fields: dict[str, Any]) -> Response:
     "Delete a task",
     tags=TAGS,
     ok=(204, None),
-    errors=(401, 404, 412, 428, 429),
-    headers={"If-Match": "Optional ETag; 412 when it does not match"},
+    errors=(404,),
+    headers=IF_MATCH_DOC,
 )
-def delete_task(task_id: str) -> Response:
+def delete_task(task_id: str) -> None:
     """Delete one task."""
     precondition = _if_match()
     service.delete_task(
         db_session(),
-        user_id=current_user_id(),
+        user_id=principal().user_id,
         task_id=parse_id(task_id),
         now=utcnow(),
         precondition=precondition,
     )
-    return Response(status=204)

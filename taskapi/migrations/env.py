@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 
 from taskapi import models  # noqa: F401  (registers the tables on Base.metadata)
 from taskapi.db import Base
+from taskapi.migrate import objects_of
 
 
 def run_migrations(connection: Connection) -> None:
@@ -16,6 +17,7 @@ def run_migrations(connection: Connection) -> None:
         target_metadata=Base.metadata,
         render_as_batch=True,
         compare_type=True,
+        include_object=objects_of(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from taskapi.schemas.common import RequestModel, Text, Timestamp
+from taskapi.schemas.common import QueryModel, RequestModel, Text, Timestamp
 from taskapi.schemas.passwords import check_password_policy
 
 EMAIL_MAX = 254
@@ -92,10 +92,14 @@ class TokenPair(BaseModel):
     token_type: str = "Bearer"
     expires_in: int = Field(description="Seconds until the access token expires")
     refresh_token: str | None = Field(
-        default=None, description="Present in body mode; absent when the cookie holds it"
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Present in body mode; absent when the cookie holds it",
     )
     csrf_token: str | None = Field(
-        default=None, description="Present in cookie mode: send it as X-CSRF-TOKEN"
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Present in cookie mode: send it as X-CSRF-TOKEN",
     )
 
 
@@ -115,8 +119,17 @@ class SessionPublic(BaseModel):
     current: bool
 
 
+class SessionListQuery(QueryModel):
+    """Query parameters of ``GET /auth/sessions``."""
+
+    limit: int = Field(default=50, ge=1, le=100)
+    cursor: str | None = Field(
+        default=None, min_length=1, max_length=2048, description="From next_cursor"
+    )
+
+
 class SessionPage(BaseModel):
-    """The current user's active sessions."""
+    """One page of the current user's active sessions, newest first."""
 
     items: list[SessionPublic]
-    next_cursor: str | None = None
+    next_cursor: str | None = Field(description="Opaque; null exactly when no session follows")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from taskapi.schemas.common import Timestamp
 
 
 class Health(BaseModel):
     """Liveness answer."""
 
     status: Literal["ok"]
-    timestamp: str
+    timestamp: Timestamp
 
 
 class Checks(BaseModel):
@@ -26,5 +28,5 @@ class Readiness(BaseModel):
 
     status: Literal["ok", "error"]
     checks: Checks
-    error: str | None = None
-    code: str | None = None
+    error: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    code: str | None = Field(default=None, exclude_if=lambda value: value is None)

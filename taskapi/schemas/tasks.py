@@ -186,7 +186,11 @@ class ChangeItem(BaseModel):
 
     id: str
     deleted: bool
-    task: TaskPublic | None = None
+    task: TaskPublic | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The task's latest state; absent when deleted",
+    )
 
 
 class ChangesPage(BaseModel):

@@ -6,16 +6,25 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
-from taskapi.db import begin_write
-from taskapi.errors import ApiError, not_found
+from taskapi.db import write
+from taskapi.errors import (
+    BadToken,
+    EmailTaken,
+    InvalidCredentials,
+    NotFound,
+    SessionEnded,
+    WrongPassword,
+)
 from taskapi.models import Session, User
 from taskapi.passwords import dummy_hash, hash_password, verify_password
+from taskapi.services.cursors import open_token, seal
 
 USER_AGENT_MAX = 255
+SESSIONS_CURSOR = "sessions-cursor"
 
 
 @dataclass(frozen=True)
@@ -33,34 +42,17 @@ def _grant(row: Session) -> RefreshGrant:
     return RefreshGrant(row.id, row.current_jti, row.rotated_at, row.expires_at)
 
 
-def invalid_credentials() -> ApiError:
-    """One answer for unknown emails and wrong passwords alike."""
-    return ApiError(401, "invalid_credentials", "The email or password is incorrect.")
-
-
-def token_revoked() -> ApiError:
-    """The presented token's session has ended."""
-    return ApiError(401, "token_revoked", "The token's session has ended.")
-
-
-def _email_taken() -> ApiError:
-    """409 for an email that already has an account."""
-    return ApiError(409, "email_taken", "An account with this email already exists.")
-
-
 def register(db: DbSession, *, email: str, password: str, name: str, rounds: int) -> User:
     """Create an account; an email already in use is 409 ``email_taken``."""
     password_hash = hash_password(password, rounds=rounds)  # slow: before any transaction
-    begin_write(db)
-    if db.scalar(select(User.id).where(User.email == email)) is not None:
-        raise _email_taken()
-    user = User(email=email, name=name, password_hash=password_hash)
-    db.add(user)
     try:
-        db.commit()
+        with write(db):
+            if db.scalar(select(User.id).where(User.email == email)) is not None:
+                raise EmailTaken()
+            user = User(email=email, name=name, password_hash=password_hash)
+            db.add(user)
     except IntegrityError:  # a concurrent registration won the race
-        db.rollback()
-        raise _email_taken() from None
+        raise EmailTaken() from None
     return user
 
 
@@ -69,9 +61,9 @@ def authenticate(db: DbSession, *, email: str, password: str, rounds: int) -> Us
     user = db.scalar(select(User).where(User.email == email))
     if user is None:
         verify_password(password, dummy_hash(rounds))
-        raise invalid_credentials()
+        raise InvalidCredentials()
     if not verify_password(password, user.password_hash):
-        raise invalid_credentials()
+        raise InvalidCredentials()
     return user
 
 
@@ -82,8 +74,10 @@ def open_session(
     user_agent: str,
     now: datetime,
     lifetime: timedelta,
+    max_sessions: int,
 ) -> RefreshGrant:
-    """Start a login session with its first refresh token."""
+    """Start a login session with its first refresh token; past ``max_sessions`` live ones,
+    the oldest are revoked."""
     row = Session(
         user_id=user_id,
         created_at=now,
@@ -93,10 +87,37 @@ def open_session(
         user_agent="".join(c for c in user_agent if c.isprintable())[:USER_AGENT_MAX],
         current_jti=str(uuid.uuid4()),
     )
-    begin_write(db)
-    db.add(row)
-    db.commit()
+    with write(db):
+        _lock_user(db, user_id)
+        db.add(row)
+        db.flush()
+        _revoke_oldest(db, user_id=user_id, now=now, keep=max_sessions)
     return _grant(row)
+
+
+def _lock_user(db: DbSession, user_id: uuid.UUID) -> None:
+    """Lock the user's row first, as every write of theirs does (one lock order)."""
+    if db.scalar(select(User.id).where(User.id == user_id).with_for_update()) is None:
+        raise NotFound()
+
+
+def _live(user_id: uuid.UUID, now: datetime) -> list[ColumnElement[bool]]:
+    """Conditions of the user's live sessions."""
+    return [Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now]
+
+
+def _revoke_oldest(db: DbSession, *, user_id: uuid.UUID, now: datetime, keep: int) -> None:
+    """Revoke the user's live sessions beyond the newest ``keep``."""
+    surplus = select(Session.id).where(*_live(user_id, now))
+    surplus = surplus.order_by(Session.created_at.desc(), Session.id.desc()).offset(keep)
+    ids = list(db.scalars(surplus))
+    if ids:
+        db.execute(
+            update(Session)
+            .where(Session.id.in_(ids))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def session_is_live(
@@ -123,78 +144,76 @@ def rotate_refresh_token(
 ) -> RefreshGrant:
     """Exchange a refresh token for its successor; a reused one revokes the session."""
     new_jti = str(uuid.uuid4())
-    begin_write(db)
-    advanced = db.execute(
-        update(Session)
-        .where(
-            Session.id == session_id,
-            Session.current_jti == presented_jti,
-            Session.revoked_at.is_(None),
+    with write(db):
+        advanced = db.execute(
+            update(Session)
+            .where(
+                Session.id == session_id,
+                Session.current_jti == presented_jti,
+                Session.revoked_at.is_(None),
+            )
+            .values(
+                previous_jti=presented_jti,
+                current_jti=new_jti,
+                rotated_at=now,
+                last_used_at=now,
+                expires_at=now + lifetime,
+            )
+            .execution_options(synchronize_session=False)
         )
-        .values(
-            previous_jti=presented_jti,
-            current_jti=new_jti,
-            rotated_at=now,
-            last_used_at=now,
-            expires_at=now + lifetime,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    db.commit()
     if advanced.rowcount == 1:  # type: ignore[attr-defined]
         # Built from what this call wrote, not re-read: a later rotation may already follow.
         return RefreshGrant(session_id, new_jti, now, now + lifetime)
     row = db.get(Session, session_id, populate_existing=True)
     if row is None or row.revoked_at is not None:
-        raise token_revoked()
+        raise SessionEnded()
     if grace and row.previous_jti == presented_jti and now - row.rotated_at <= grace:
         # Two tabs refreshing at once: answer the late one with the same successor.
         return _grant(row)
     revoke_session(db, session_id=session_id, user_id=row.user_id, now=now)
-    raise token_revoked()
+    raise SessionEnded()
 
 
 def revoke_session(
     db: DbSession, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime
 ) -> bool:
     """End one of the user's sessions; False when it is not theirs or already ended."""
-    begin_write(db)
-    result = db.execute(
-        update(Session)
-        .where(Session.id == session_id, Session.user_id == user_id, Session.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    db.commit()
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    with write(db):
+        result = db.execute(
+            update(Session)
+            .where(
+                Session.id == session_id, Session.user_id == user_id, Session.revoked_at.is_(None)
+            )
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 def revoke_all_sessions(
     db: DbSession, *, user_id: uuid.UUID, now: datetime, keep: uuid.UUID | None = None
 ) -> None:
     """End every session of the user, except ``keep`` when given."""
-    begin_write(db)
     statement = update(Session).where(Session.user_id == user_id, Session.revoked_at.is_(None))
     if keep is not None:
         statement = statement.where(Session.id != keep)
-    db.execute(statement.values(revoked_at=now).execution_options(synchronize_session=False))
-    db.commit()
+    with write(db):
+        db.execute(statement.values(revoked_at=now).execution_options(synchronize_session=False))
 
 
 def get_user(db: DbSession, *, user_id: uuid.UUID) -> User:
-    """The user, or 404 if the account is gone."""
+    """The user, or ``NotFound`` if the account is gone."""
     user = db.get(User, user_id)
     if user is None:
-        raise not_found()
+        raise NotFound()
     return user
 
 
 def update_name(db: DbSession, *, user_id: uuid.UUID, name: str) -> User:
     """Change the user's display name."""
-    begin_write(db)
-    user = get_user(db, user_id=user_id)
-    user.name = name
-    db.commit()
+    with write(db):
+        user = get_user(db, user_id=user_id)
+        user.name = name
     return user
 
 
@@ -209,40 +228,78 @@ def change_password(
     now: datetime,
 ) -> None:
     """Verify the current password, store the new one, end every other session."""
-    user = get_user(db, user_id=user_id)
-    if not verify_password(current_password, user.password_hash):
-        raise invalid_credentials()
+    check_password(db, user_id=user_id, password=current_password)
     new_hash = hash_password(new_password, rounds=rounds)  # slow: before the write transaction
-    begin_write(db)
-    db.execute(update(User).where(User.id == user_id).values(password_hash=new_hash))
-    revoke_all_sessions(db, user_id=user_id, now=now, keep=session_id)
+    with write(db):
+        db.execute(update(User).where(User.id == user_id).values(password_hash=new_hash))
+        revoke_all_sessions(db, user_id=user_id, now=now, keep=session_id)
+
+
+def check_password(db: DbSession, *, user_id: uuid.UUID, password: str) -> None:
+    """A signed-in user's password re-check; ``WrongPassword`` when it does not match."""
+    user = get_user(db, user_id=user_id)
+    if not verify_password(password, user.password_hash):
+        raise WrongPassword()
+
+
+def email_of(db: DbSession, *, user_id: uuid.UUID) -> str:
+    """The user's email (failure budgets are kept per email)."""
+    return get_user(db, user_id=user_id).email
 
 
 def delete_account(db: DbSession, *, user_id: uuid.UUID, password: str) -> None:
     """Delete the user; tasks and sessions go with it in the same transaction."""
-    user = get_user(db, user_id=user_id)
-    if not verify_password(password, user.password_hash):
-        raise invalid_credentials()
-    begin_write(db)
-    db.execute(delete(User).where(User.id == user_id))
-    db.commit()
+    check_password(db, user_id=user_id, password=password)
+    with write(db):
+        db.execute(delete(User).where(User.id == user_id))
 
 
-def list_sessions(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> list[Session]:
-    """The user's live sessions, newest first."""
-    statement = (
-        select(Session)
-        .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now)
-        .order_by(Session.created_at.desc(), Session.id.desc())
-    )
-    return list(db.scalars(statement))
+@dataclass(frozen=True)
+class SessionPageResult:
+    """One page of sessions and the cursor of the next, if any."""
+
+    items: list[Session]
+    next_cursor: str | None
+
+
+def list_sessions(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    now: datetime,
+    limit: int,
+    cursor: str | None,
+    key: bytes,
+) -> SessionPageResult:
+    """One page of the user's live sessions, newest first, in keyset order."""
+    statement = select(Session).where(*_live(user_id, now))
+    if cursor is not None:
+        position = _session_position(cursor, key=key)
+        statement = statement.where(tuple_(Session.created_at, Session.id) < tuple_(*position))
+    statement = statement.order_by(Session.created_at.desc(), Session.id.desc())
+    rows = list(db.scalars(statement.limit(limit + 1)))
+    items, more = rows[:limit], len(rows) > limit
+    next_cursor = None
+    if more:
+        last = items[-1]
+        payload = {"c": last.created_at.isoformat(), "i": str(last.id)}
+        next_cursor = seal(payload, key=key, purpose=SESSIONS_CURSOR)
+    return SessionPageResult(items, next_cursor)
+
+
+def _session_position(cursor: str, *, key: bytes) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) a sessions cursor continues after."""
+    payload = open_token(cursor, key=key, purpose=SESSIONS_CURSOR, field="cursor")
+    try:
+        return datetime.fromisoformat(payload["c"]), uuid.UUID(payload["i"])
+    except (KeyError, TypeError, ValueError):
+        raise BadToken("cursor") from None
 
 
 def prune_sessions(db: DbSession, *, now: datetime) -> int:
     """Delete expired and revoked sessions; they are never needed for correctness."""
-    begin_write(db)
-    result = db.execute(
-        delete(Session).where((Session.expires_at <= now) | Session.revoked_at.is_not(None))
-    )
-    db.commit()
+    with write(db):
+        result = db.execute(
+            delete(Session).where((Session.expires_at <= now) | Session.revoked_at.is_not(None))
+        )
     return result.rowcount  # type: ignore[attr-defined,no-any-return]

@@ -1,4 +1,4 @@
-"""Keyset pagination over a user's tasks: filters, sorts and signed cursors."""
+"""Keyset pagination over a user's tasks: filters, sorts and encrypted cursors."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased
 
+from taskapi.errors import BadToken
 from taskapi.models import Task
 from taskapi.schemas.tasks import PRIORITIES
-from taskapi.services.cursors import bad_token, sign, verify
+from taskapi.services.cursors import open_token, seal
 
 CURSOR_PURPOSE = "tasks-cursor"
 
@@ -131,16 +132,16 @@ def _cursor_values(
     """The sort key a cursor continues after; 400 for one forged or from another listing."""
     if cursor is None:
         return None
-    payload = verify(cursor, key=key, purpose=CURSOR_PURPOSE, field="cursor")
+    payload = open_token(cursor, key=key, purpose=CURSOR_PURPOSE, field="cursor")
     if payload.get("f") != filters.digest(sort) or not isinstance(payload.get("k"), list):
-        raise bad_token("cursor")
+        raise BadToken("cursor")
     try:
         values = _decode_key(payload["k"], sort)
     except (ValueError, TypeError):
-        raise bad_token("cursor") from None
+        raise BadToken("cursor") from None
     expected = 3 if sort.lstrip("-") == "due_at" else 2
     if len(values) != expected or (expected == 3 and (values[0] == 1) != (values[1] is None)):
-        raise bad_token("cursor")
+        raise BadToken("cursor")
     return values
 
 
@@ -205,7 +206,7 @@ def list_tasks(
     items, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more:
-        next_cursor = sign(
+        next_cursor = seal(
             {"f": filters.digest(sort), "k": _key_of(items[-1], sort)},
             key=key,
             purpose=CURSOR_PURPOSE,

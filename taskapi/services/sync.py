@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as DbSession
 
-from taskapi.db import begin_write
-from taskapi.errors import ApiError
+from taskapi.db import write
+from taskapi.errors import BadToken, SyncTokenExpired
 from taskapi.models import Task, TaskTombstone, User
-from taskapi.services.cursors import bad_token, sign, verify
+from taskapi.services.cursors import open_token, seal
 
 SYNC_PURPOSE = "sync-token"
 CLOCK_MARGIN = timedelta(minutes=5)
@@ -40,20 +40,20 @@ def _position(
 ) -> tuple[int, float]:
     """(change number, time the client's view was last whole) a token stands for.
 
-    A token older than the tombstone retention may have missed pruned deletions: 410.
+    A token older than the tombstone retention may have missed pruned deletions.
     """
     if token is None:
         return 0, now.timestamp()
-    payload = verify(token, key=key, purpose=SYNC_PURPOSE, field="since")
+    payload = open_token(token, key=key, purpose=SYNC_PURPOSE, field="since")
     seq, complete_at, owner = payload.get("s"), payload.get("t"), payload.get("u")
     if (
         not isinstance(seq, int)
         or not isinstance(complete_at, int | float)
         or owner != str(user_id)
     ):
-        raise bad_token("since")
+        raise BadToken("since")
     if now.timestamp() - complete_at > retention.total_seconds():
-        raise ApiError(410, "sync_token_expired", "The sync token is too old; sync from the start.")
+        raise SyncTokenExpired()
     return seq, complete_at
 
 
@@ -99,7 +99,7 @@ def changes_since(
         # Caught up: the view is whole as of now (less a margin for deletions that were
         # stamped before this moment but committed after the read above).
         complete_at = (now - CLOCK_MARGIN).timestamp()
-    next_token = sign(
+    next_token = seal(
         {"s": last, "t": complete_at, "u": str(user_id)}, key=key, purpose=SYNC_PURPOSE
     )
     return ChangePage(changes=[c for _, c in page], next_token=next_token, has_more=has_more)
@@ -107,7 +107,6 @@ def changes_since(
 
 def prune_tombstones(db: DbSession, *, now: datetime, retention: timedelta) -> int:
     """Forget deletions older than the retention period."""
-    begin_write(db)
-    result = db.execute(delete(TaskTombstone).where(TaskTombstone.deleted_at < now - retention))
-    db.commit()
+    with write(db):
+        result = db.execute(delete(TaskTombstone).where(TaskTombstone.deleted_at < now - retention))
     return result.rowcount  # type: ignore[attr-defined,no-any-return]

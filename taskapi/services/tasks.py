@@ -14,12 +14,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from taskapi.db import begin_write
-from taskapi.errors import ApiError, not_found
+from taskapi.db import write
+from taskapi.errors import (
+    IdempotencyConflict,
+    NotFound,
+    PreconditionFailed,
+    PreconditionRequired,
+    QuotaExceeded,
+)
 from taskapi.models import IdempotencyKey, Task, TaskTombstone, User
 from taskapi.schemas.tasks import PRIORITIES
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
+# Completed tasks are cleared this many per transaction, so that one user's mass deletion
+# never holds SQLite's single write lock (or PostgreSQL row locks) for long.
+CLEAR_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -47,26 +56,41 @@ def owned_task(
         statement = statement.with_for_update()
     task = db.scalar(statement)
     if task is None:
-        raise not_found()
+        raise NotFound()
     return task
 
 
-def _next_change_seq(db: DbSession, user_id: uuid.UUID, count: int = 1) -> int:
-    """Reserve ``count`` change numbers, locking the owner's row until commit.
+def _next_change_seq(
+    db: DbSession, user_id: uuid.UUID, count: int = 1, *, added: int = 0, max_tasks: int = 0
+) -> int:
+    """Reserve ``count`` change numbers (and count ``added`` tasks), locking the owner's row.
 
     The lock orders this user's writes for delta sync, and every task write takes it
     before any task row, as account deletion does (user row, then its tasks by cascade):
-    one lock order, so PostgreSQL never has to break a deadlock between them.
+    one lock order, so PostgreSQL never has to break a deadlock between them. Adding tasks
+    past ``max_tasks`` is refused in the same statement, so concurrent creates cannot
+    overshoot the quota.
     """
-    seq = db.scalar(
-        update(User)
-        .where(User.id == user_id)
-        .values(change_seq=User.change_seq + count)
-        .returning(User.change_seq)
+    statement = update(User).where(User.id == user_id)
+    if added > 0:
+        statement = statement.where(User.task_count + added <= max_tasks)
+    seq: int | None = db.scalar(
+        statement.values(
+            change_seq=User.change_seq + count, task_count=User.task_count + added
+        ).returning(User.change_seq)
     )
     if seq is None:
-        raise not_found()
+        if added > 0 and db.get(User, user_id) is not None:
+            raise QuotaExceeded(f"An account holds at most {max_tasks} tasks.")
+        raise NotFound()
     return seq - count + 1
+
+
+def _lock_owner(db: DbSession, user_id: uuid.UUID) -> None:
+    """Take the owner's row lock before anything else (see ``_next_change_seq``)."""
+    locked = db.scalar(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+    if locked is None:
+        raise NotFound()
 
 
 def _apply(task: Task, fields: dict[str, Any], now: datetime) -> None:
@@ -92,35 +116,38 @@ def create_task(
     fields: dict[str, Any],
     now: datetime,
     render: Callable[[Task], dict[str, Any]],
+    max_tasks: int,
     idempotency_key: str | None = None,
 ) -> Created:
     """Create a task; a repeated idempotency key replays the first answer."""
     digest = _request_hash(fields)
-    begin_write(db)
-    seq = _next_change_seq(db, user_id)  # owner row first: see _next_change_seq
-    if idempotency_key is not None:
-        replay = _replay(db, user_id=user_id, key=idempotency_key, digest=digest, now=now)
-        if replay is not None:
-            return replay
-    task = Task(owner_id=user_id, created_at=now, updated_at=now, version=1)
-    task.completed = False
-    _apply(task, fields, now)
-    task.change_seq = seq
-    db.add(task)
-    db.flush()
-    body = render(task)
     try:
-        if idempotency_key is not None:
-            db.execute(
-                insert(IdempotencyKey).values(
-                    owner_id=user_id, key=idempotency_key, request_hash=digest,
-                    status=201, response=body, created_at=now,
-                )
-            )  # fmt: skip
-        db.commit()
+        with write(db):
+            if idempotency_key is not None:
+                _lock_owner(db, user_id)
+                replay = _replay(db, user_id=user_id, key=idempotency_key, digest=digest, now=now)
+                if replay is not None:
+                    return replay
+            seq = _next_change_seq(db, user_id, added=1, max_tasks=max_tasks)
+            task = Task(owner_id=user_id, created_at=now, updated_at=now, version=1)
+            task.completed = False
+            _apply(task, fields, now)
+            task.change_seq = seq
+            db.add(task)
+            db.flush()
+            body = render(task)
+            if idempotency_key is not None:
+                db.execute(
+                    insert(IdempotencyKey).values(
+                        owner_id=user_id, key=idempotency_key, request_hash=digest,
+                        status=201, response=body, created_at=now,
+                    )
+                )  # fmt: skip
     except IntegrityError:  # a concurrent request with the same key committed first
-        db.rollback()
-        replay = _replay(db, user_id=user_id, key=idempotency_key or "", digest=digest, now=now)
+        if idempotency_key is None:
+            raise
+        with write(db):
+            replay = _replay(db, user_id=user_id, key=idempotency_key, digest=digest, now=now)
         if replay is None:
             raise
         return replay
@@ -139,11 +166,7 @@ def _replay(
         db.flush()
         return None
     if row.request_hash != digest:
-        raise ApiError(
-            409,
-            "idempotency_conflict",
-            "This Idempotency-Key was already used with a different request body.",
-        )
+        raise IdempotencyConflict()
     return Created(body=row.response, replayed=True)
 
 
@@ -152,17 +175,12 @@ def get_task(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
     return owned_task(db, user_id=user_id, task_id=task_id)
 
 
-def _task_changed() -> ApiError:
-    """412: the task is no longer at a version the client named."""
-    return ApiError(412, "precondition_failed", "The task has changed; fetch it again.")
-
-
 def _check_precondition(task: Task, precondition: Precondition) -> None:
-    """428 when If-Match is required but absent; 412 when it names other versions."""
+    """If-Match required but absent, or naming other versions than the task's."""
     if precondition.required:
-        raise ApiError(428, "precondition_required", "Send If-Match with the task's ETag.")
+        raise PreconditionRequired()
     if precondition.versions is not None and task.version not in precondition.versions:
-        raise _task_changed()
+        raise PreconditionFailed("The task has changed; fetch it again.")
 
 
 def update_task(
@@ -175,19 +193,17 @@ def update_task(
     precondition: Precondition = Precondition(),
 ) -> Task:
     """Write the given fields (all of them for PUT), bumping ``version`` even if nothing changed."""
-    begin_write(db)
-    seq = _next_change_seq(db, user_id)  # owner row first: see _next_change_seq
-    task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
-    _check_precondition(task, precondition)
-    _apply(task, fields, now)
-    task.updated_at = now
-    task.version = task.version + 1
-    task.change_seq = seq
     try:
-        db.commit()
+        with write(db):
+            seq = _next_change_seq(db, user_id)  # owner row first: see _next_change_seq
+            task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
+            _check_precondition(task, precondition)
+            _apply(task, fields, now)
+            task.updated_at = now
+            task.version = task.version + 1
+            task.change_seq = seq
     except StaleDataError:  # a safety net: the row lock should make this unreachable
-        db.rollback()
-        raise _task_changed() from None
+        raise PreconditionFailed("The task has changed; fetch it again.") from None
     return task
 
 
@@ -200,43 +216,50 @@ def delete_task(
     precondition: Precondition = Precondition(),
 ) -> None:
     """Delete one task, leaving a tombstone for delta sync."""
-    begin_write(db)
-    seq = _next_change_seq(db, user_id)  # owner row first: see _next_change_seq
-    task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
-    _check_precondition(task, precondition)
-    db.add(TaskTombstone(id=task.id, owner_id=user_id, deleted_at=now, change_seq=seq))
-    db.delete(task)
-    db.commit()
+    with write(db):
+        seq = _next_change_seq(db, user_id, added=-1)  # owner row first: see _next_change_seq
+        task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
+        _check_precondition(task, precondition)
+        db.add(TaskTombstone(id=task.id, owner_id=user_id, deleted_at=now, change_seq=seq))
+        db.delete(task)
 
 
 def clear_completed(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> int:
-    """Delete every completed task of the user; returns how many."""
-    begin_write(db)
-    # Owner row first (see _next_change_seq); the count is only known after this read.
-    if db.scalar(select(User.id).where(User.id == user_id).with_for_update(key_share=True)) is None:
-        raise not_found()
-    ids = list(
-        db.scalars(
-            select(Task.id)
-            .where(Task.owner_id == user_id, Task.completed.is_(True))
-            .order_by(Task.id)
-            .with_for_update()
+    """Delete every completed task of the user, a bounded batch per transaction."""
+    total = 0
+    while True:
+        deleted = _clear_batch(db, user_id=user_id, now=now)
+        total += deleted
+        if deleted < CLEAR_BATCH:
+            return total
+
+
+def _clear_batch(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> int:
+    """Delete up to ``CLEAR_BATCH`` completed tasks in one transaction; returns how many."""
+    with write(db):
+        _lock_owner(db, user_id)  # the count is only known after the read below
+        ids = list(
+            db.scalars(
+                select(Task.id)
+                .where(Task.owner_id == user_id, Task.completed.is_(True))
+                .order_by(Task.id)
+                .limit(CLEAR_BATCH)
+                .with_for_update()
+            )
         )
-    )
-    if not ids:
-        return 0
-    first = _next_change_seq(db, user_id, len(ids))
-    db.execute(
-        insert(TaskTombstone),
-        [
-            {"id": task_id, "owner_id": user_id, "deleted_at": now, "change_seq": first + i}
-            for i, task_id in enumerate(ids)
-        ],
-    )
-    db.execute(
-        delete(Task)
-        .where(Task.owner_id == user_id, Task.id.in_(ids))
-        .execution_options(synchronize_session=False)
-    )
-    db.commit()
+        if not ids:
+            return 0
+        first = _next_change_seq(db, user_id, len(ids), added=-len(ids))
+        db.execute(
+            insert(TaskTombstone),
+            [
+                {"id": task_id, "owner_id": user_id, "deleted_at": now, "change_seq": first + i}
+                for i, task_id in enumerate(ids)
+            ],
+        )
+        db.execute(
+            delete(Task)
+            .where(Task.owner_id == user_id, Task.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
     return len(ids)
