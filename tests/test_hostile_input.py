@@ -61,12 +61,12 @@ def test_lone_surrogate_names_its_field(alice: User) -> None:
     assert answer.json["details"][0]["field"] == "tags.0"
 
 
-def test_huge_integer_in_an_ignored_field_is_ignored(alice: User) -> None:
-    """A 5000-digit number is valid JSON; as a server-set field it is simply ignored."""
+def test_huge_integer_in_an_ignored_field_is_refused(alice: User) -> None:
+    """The number-length limit holds everywhere, even in a field that would be ignored."""
     raw = b'{"title": "big", "version": ' + b"9" * 5000 + b"}"
     answer = alice.request("POST", TASKS, data=raw, headers=JSON)
-    assert answer.status_code == 201
-    assert answer.json["version"] == 1
+    assert answer.status_code == 400 and answer.json["code"] == "validation_error"
+    assert [d["field"] for d in answer.json["details"]] == ["version"]
 
 
 @pytest.mark.parametrize("query", ["q=%FF", "tag=%C0%80", "q=%ED%A0%80"])

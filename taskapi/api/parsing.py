@@ -1,9 +1,18 @@
-"""Reading requests: strict JSON bodies, query strings and path ids, with the contract's 400s."""
+"""Reading requests: strict JSON bodies, query strings and path ids, with the contract's 400s.
+
+Input limits of a JSON body, besides its size: a number is at most 100 characters long (sign,
+digits, fraction and exponent together) and must be finite, so ``1e999`` is refused; arrays and
+objects nest at most 32 levels deep (the body's own object is level 1). A number past its limit
+is a 400 ``validation_error`` naming its field, wherever it is (even in a field that would be
+ignored); a body nested deeper is a 400 ``invalid_json``.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -12,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 
 from taskapi.errors import ApiError, invalid_json, not_found, validation_error
 
-MAX_INT_DIGITS = 4300
+MAX_NUMBER_CHARS = 100
+MAX_NESTING_DEPTH = 32
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:
@@ -39,31 +49,66 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _parse_int(text: str) -> int | str:
-    """Python will not convert integers past 4300 digits; keep such valid JSON as text."""
-    return int(text) if len(text) <= MAX_INT_DIGITS else text
+class _RefusedNumber:
+    """Stands in for a number past the limits until the field holding it is known."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
-def _lone_surrogate_at(value: Any, path: str = "") -> str | None:
-    """The path of the first string (or key) holding a lone surrogate, if any.
+def _parse_int(text: str) -> int | _RefusedNumber:
+    """An integer of at most ``MAX_NUMBER_CHARS`` characters, never kept as text."""
+    if len(text) > MAX_NUMBER_CHARS:
+        return _RefusedNumber(f"is a number longer than {MAX_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _parse_float(text: str) -> float | _RefusedNumber:
+    """A finite float of at most ``MAX_NUMBER_CHARS`` characters (``1e999`` is not)."""
+    if len(text) > MAX_NUMBER_CHARS:
+        return _RefusedNumber(f"is a number longer than {MAX_NUMBER_CHARS} characters")
+    value = float(text)
+    return value if math.isfinite(value) else _RefusedNumber("is a number out of range")
+
+
+def _children(value: Any) -> Iterable[tuple[Any, Any]]:
+    """The (key or index, item) pairs of an object or array; nothing for a scalar."""
+    if isinstance(value, dict):
+        return value.items()
+    if isinstance(value, list):
+        return enumerate(value)
+    return ()
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether arrays and objects nest deeper than ``MAX_NESTING_DEPTH`` (without recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_NESTING_DEPTH:
+                return True
+            pending.extend((child, depth + 1) for _, child in _children(item))
+    return False
+
+
+def _refused_value_at(value: Any, path: str = "") -> tuple[str, str] | None:
+    """The field and message of the first refused number or non-Unicode string, if any.
 
     JSON's \\u escapes can encode half of a surrogate pair, which is not Unicode text and
-    which PostgreSQL refuses to store.
+    which PostgreSQL refuses to store. Called only on bodies within the nesting limit.
     """
+    if isinstance(value, _RefusedNumber):
+        return path or "body", value.reason
     if isinstance(value, str):
-        return None if value.isascii() or _encodes(value) else path or "body"
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else enumerate(value)
-        if isinstance(value, list)
-        else ()
-    )
-    for key, item in items:
-        where = f"{path}.{key}" if path else str(key)
+        valid = value.isascii() or _encodes(value)
+        return None if valid else (path or "body", "must be valid Unicode text")
+    for key, item in _children(value):
         if isinstance(key, str) and not _encodes(key):
-            return path or "body"
-        found = _lone_surrogate_at(item, where)
+            return path or "body", "must be valid Unicode text"
+        found = _refused_value_at(item, f"{path}.{key}" if path else str(key))
         if found is not None:
             return found
     return None
@@ -82,15 +127,22 @@ def _load_json_object(raw: bytes) -> dict[str, Any]:
     """Parse a UTF-8 JSON object strictly: no NaN, no invalid bytes, no lone surrogates."""
     try:
         data = json.loads(
-            raw.decode("utf-8"), parse_constant=_reject_constant, parse_int=_parse_int
+            raw.decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
         )
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
         raise invalid_json() from None
     if not isinstance(data, dict):
         raise invalid_json("The request body must be a JSON object.")
-    bad = _lone_surrogate_at(data)
-    if bad is not None:
-        raise validation_error([{"field": bad, "message": "must be valid Unicode text"}])
+    if _too_deep(data):
+        raise invalid_json(
+            f"The request body nests arrays and objects more than {MAX_NESTING_DEPTH} levels deep."
+        )
+    refused = _refused_value_at(data)
+    if refused is not None:
+        raise validation_error([{"field": refused[0], "message": refused[1]}])
     return data
 
 
