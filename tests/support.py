@@ -1,0 +1,141 @@
+"""Helpers for tests that work through HTTP and the database only, never through services.
+
+``engine_of`` is the one place that knows where the app keeps its engine. The tables below
+describe only the columns these tests read or move, so they do not depend on ``taskapi.models``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import (
+    ColumnClause,
+    ColumnElement,
+    DateTime,
+    Engine,
+    String,
+    TableClause,
+    column,
+    select,
+    table,
+    update,
+)
+from sqlalchemy import Uuid as UuidType
+
+AUTH = "/api/v1/auth"
+TASKS = "/api/v1/tasks"
+ERROR_KEYS = {"error", "code", "details"}
+Timestamp = DateTime(timezone=True)
+
+SESSIONS = table(
+    "sessions",
+    column("id", UuidType),
+    column("user_id", UuidType),
+    column("rotated_at", Timestamp),
+    column("expires_at", Timestamp),
+    column("revoked_at", Timestamp),
+)
+IDEMPOTENCY_KEYS = table(
+    "idempotency_keys",
+    column("owner_id", UuidType),
+    column("key", String),
+    column("created_at", Timestamp),
+)
+TOMBSTONES = table(
+    "task_tombstones",
+    column("id", UuidType),
+    column("owner_id", UuidType),
+    column("deleted_at", Timestamp),
+)
+
+
+# --- the database ----------------------------------------------------------------------------
+
+
+def engine_of(app: Flask) -> Engine:
+    """The app's SQLAlchemy engine (the only line that knows where the app keeps it)."""
+    engine: Engine = app.extensions["taskapi"].engine
+    return engine
+
+
+def shift_back(
+    app: Flask, moved: ColumnClause[Any], by: timedelta, where: ColumnElement[bool]
+) -> None:
+    """``UPDATE t SET moved = moved - by WHERE where``, for exactly one row.
+
+    Read, then written in one transaction: SQLite cannot subtract an interval from the
+    text SQLAlchemy stores, and a bound value is written the way the app writes its own.
+    """
+    owner = moved.table
+    assert isinstance(owner, TableClause)
+    with engine_of(app).begin() as connection:
+        values = connection.execute(select(moved).where(where)).scalars().all()
+        assert len(values) == 1, f"expected one {owner.name} row to move, found {len(values)}"
+        connection.execute(update(owner).where(where).values({moved.name: values[0] - by}))
+
+
+def rows(app: Flask, *columns: ColumnClause[Any]) -> set[tuple[Any, ...]]:
+    """Every row of one table, as tuples of the given columns."""
+    with engine_of(app).connect() as connection:
+        return {tuple(row) for row in connection.execute(select(*columns))}
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An Authorization header carrying ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def refresh(client: FlaskClient, refresh_token: str) -> Any:
+    """POST /auth/refresh in body mode (the refresh token as Bearer)."""
+    return client.post(f"{AUTH}/refresh", headers=bearer(refresh_token))
+
+
+def me(client: FlaskClient, access_token: str) -> Any:
+    """GET /auth/me with an access token."""
+    return client.get(f"{AUTH}/me", headers=bearer(access_token))
+
+
+def current_session_id(client: FlaskClient, access_token: str) -> uuid.UUID:
+    """The id of the session an access token belongs to, from GET /auth/sessions."""
+    answer = client.get(f"{AUTH}/sessions", headers=bearer(access_token))
+    body = answer.get_json()
+    assert answer.status_code == 200 and isinstance(body, dict), body
+    (current,) = [item["id"] for item in body["items"] if item["current"]]
+    return uuid.UUID(current)
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The contract's error body with this status and code."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    body = response.get_json()
+    assert isinstance(body, dict) and {"error", "code"} <= set(body) <= ERROR_KEYS, body
+    assert body["code"] == code, body
+    return body
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``taskapi`` as a process with only the given TASKAPI_* variables set."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKAPI_")}
+    return subprocess.run(
+        [sys.executable, "-m", "taskapi.cli", *args],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
