@@ -2,9 +2,14 @@
 
     gunicorn -c config/gunicorn.conf.py -b 0.0.0.0:8000 'taskapi:create_app()'
 
-Every option is the one `taskapi serve` uses (taskapi/server.py), so the two cannot drift;
-`-b` on the command line overrides the bind address. Settings are validated, the
-development secret created and migrations applied once, in the master, before workers fork.
+Every option is the one `taskapi serve` uses (taskapi/server.py), so the two cannot drift:
+gevent workers (`taskapi.server.TaskApiWorker`: a waiting client costs a greenlet, not a
+thread; JSON answers for gunicorn's own 400/414/431), `keepalive` as the deadline for a
+request's headers (TASKAPI_HEADER_TIMEOUT_SECONDS), `threads` as the size of each worker's
+thread pool for bcrypt (TASKAPI_THREADS). `-b` on the command line overrides the bind
+address; do not override `worker_class`: the slow-client deadlines rest on gevent. Settings
+are validated, the development secret created and migrations applied once, in the master,
+before workers fork.
 """
 
 from __future__ import annotations

@@ -36,11 +36,13 @@ def main() -> None:
     """Entry point of the ``taskapi`` command."""
 
 
-@main.command(help="Apply migrations, then serve the API under gunicorn (gthread workers).")
+@main.command(help="Apply migrations, then serve the API under gunicorn (gevent workers).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes [TASKAPI_WORKERS].")
-@click.option("--threads", type=click.IntRange(min=1), help="Threads per worker [TASKAPI_THREADS].")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="bcrypt threads per worker [TASKAPI_THREADS]."
+)
 def serve(host: str, port: int, workers: int | None, threads: int | None) -> None:
     """Validate settings and create the dev secret before forking, then run gunicorn."""
     from taskapi.server import run

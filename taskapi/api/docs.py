@@ -20,13 +20,31 @@ bp = Blueprint("docs", __name__)
 STATUS_TEXT = {
     200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified",
     400: "Invalid JSON or a validation error", 401: "Missing, invalid, expired or revoked token",
-    403: "CSRF check failed", 404: "Not found (or not yours)",
+    403: "CSRF check failed, or a wrong current password (invalid_credentials)",
+    404: "Not found (or not yours)",
     408: "The body did not arrive in time (the connection closes)", 409: "Conflict",
     410: "Sync token expired", 412: "If-Match does not match", 413: "Body too large",
     414: "Request line (URL) too long", 415: "Unsupported media type",
     428: "If-Match required", 429: "Rate limited", 431: "Request headers too large",
     500: "Unexpected error", 503: "Database or required Redis unavailable",
 }  # fmt: skip
+API_DESCRIPTION = """Authenticated, multi-user task API. Errors share one JSON shape.
+
+Input limits: besides the body size limit (413), a JSON number may be at most 100 characters
+long (sign, digits, fraction and exponent together) and must be finite (`1e999` is not);
+otherwise the answer is 400 `validation_error` naming the field, even a field that would be
+ignored. Arrays and objects nest at most 32 levels deep, the body's own object counting as the
+first; a deeper body is 400 `invalid_json`.
+
+Bounds per user: at most TASKAPI_MAX_TASKS_PER_USER tasks (default 100,000; past it, creating
+a task is 409 `quota_exceeded`) and TASKAPI_MAX_SESSIONS_PER_USER live sessions (default 50; a
+login past it revokes the oldest). Cursors and sync tokens are opaque and encrypted.
+
+Password checks (login, `POST /auth/password`, `DELETE /auth/me`) share failure budgets per
+(email, address) and per email, and bcrypt work budgets per address and per signed-in user;
+over any of them: 429 `rate_limited` with `Retry-After`. A wrong current password on an
+authenticated route is 403 `invalid_credentials`, never 401. IPv6 clients are counted per /64.
+A `Host` outside TASKAPI_ALLOWED_HOSTS is 400 `validation_error` on the field `Host`."""
 RATE_HEADERS = {
     "RateLimit-Limit": "Requests allowed in the current window",
     "RateLimit-Remaining": "Requests left in the current window",
@@ -179,8 +197,7 @@ def build_openapi(app: Flask) -> dict[str, Any]:
         paths.setdefault(path, {})[method] = _operation(op, method, names, refs)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "taskapi", "version": "1.0.0",
-                 "description": "Authenticated, multi-user task API. Errors share one JSON shape."},
+        "info": {"title": "taskapi", "version": "1.0.0", "description": API_DESCRIPTION},
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": defs.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
     }  # fmt: skip

@@ -61,7 +61,8 @@ def _body_deadline(seconds: int) -> AbstractContextManager[object]:
         return nullcontext()
     import gevent
 
-    return gevent.Timeout(seconds, _BodyTimeoutError)
+    deadline: AbstractContextManager[object] = gevent.Timeout(seconds, _BodyTimeoutError)
+    return deadline
 
 
 def _check_body_size(limit: int, timeout: int) -> None:

@@ -70,13 +70,13 @@ def implied_errors(
 ) -> set[int]:
     """The statuses every operation of this shape can answer, so ``errors=`` lists only
     what a route adds (409, 410, ...)."""
-    statuses = {400, 414, 431, 500}
+    statuses = {400, 414, 431, 500}  # 414/431: refused by the server before the app
     if auth is not None:
         statuses.add(401)
     if auth == "refresh":
         statuses.add(403)  # the refresh cookie without its X-CSRF-TOKEN
     if body is not None:
-        statuses |= {413, 415}
+        statuses |= {408, 413, 415}  # 408: the body did not arrive in time
     if "If-Match" in headers:
         statuses |= {412, 428}
     if rate_limited:
