@@ -28,6 +28,7 @@ from sqlalchemy import create_engine, make_url, text
 from taskapi import create_app, migrate
 from taskapi.db import make_engine
 from taskapi.settings import Settings
+from tests.support import engine_of
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 PASSWORD = "correct horse battery staple"
@@ -135,7 +136,7 @@ def make_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., F
 
     yield build
     for app in apps:
-        app.extensions["taskapi"].engine.dispose()
+        engine_of(app).dispose()
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ describe only the columns these tests read or move, so they do not depend on ``t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import uuid
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def cors_headers(response: Any) -> dict[str, str]:
+    """Every Access-Control-* header of a response."""
+    return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+
+
 def refresh(client: FlaskClient, refresh_token: str) -> Any:
     """POST /auth/refresh in body mode (the refresh token as Bearer)."""
     return client.post(f"{AUTH}/refresh", headers=bearer(refresh_token))
@@ -116,19 +123,64 @@ def current_session_id(client: FlaskClient, access_token: str) -> uuid.UUID:
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    """The contract's error body with this status and code."""
-    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
-    body = response.get_json()
+    """The contract's error body with this status and code: JSON, never HTML or a trace.
+
+    ``details`` is there exactly for validation errors, as a list of ``{field, message}``.
+    Takes a Flask test response or a ``requests`` response.
+    """
+    text = response.text
+    assert response.status_code == status, (response.status_code, text)
+    media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+    assert media_type == "application/json", (media_type, text)
+    assert "Traceback" not in text and 'File "' not in text, text
+    body = json.loads(text)
     assert isinstance(body, dict) and {"error", "code"} <= set(body) <= ERROR_KEYS, body
-    assert body["code"] == code, body
+    assert body["code"] == code and isinstance(body["error"], str) and body["error"], body
+    assert ("details" in body) == (code == "validation_error"), body
+    if code == "validation_error":
+        assert isinstance(body["details"], list) and body["details"], body
+        for detail in body["details"]:
+            assert set(detail) == {"field", "message"}, detail
+            assert isinstance(detail["field"], str) and isinstance(detail["message"], str)
     return body
+
+
+def assert_429(response: Any, *, max_wait: int | None = None) -> None:
+    """429 rate_limited with a whole-second Retry-After of at least 1 (at most ``max_wait``).
+
+    Takes a Flask test response or a ``requests`` response.
+    """
+    assert_error(response, 429, "rate_limited")
+    retry_after = response.headers.get("Retry-After", "")
+    assert retry_after.isdigit() and int(retry_after) >= 1, retry_after
+    if max_wait is not None:
+        assert int(retry_after) <= max_wait, retry_after
+    assert response.headers.get("X-Request-ID")
+
+
+# --- delta sync ------------------------------------------------------------------------------
+
+
+def apply(store: dict[str, Any], page: dict[str, Any]) -> None:
+    """Apply one page of changes to a client-side store, checking each entry's shape."""
+    page_ids = [c["id"] for c in page["changes"]]
+    assert len(page_ids) == len(set(page_ids)), "a task appears twice in one page"
+    for change in page["changes"]:
+        if change["deleted"]:
+            assert change == {"id": change["id"], "deleted": True}
+            store.pop(change["id"], None)
+        else:
+            assert set(change) == {"id", "deleted", "task"} and change["task"]["id"] == change["id"]
+            store[change["id"]] = change["task"]
 
 
 # --- the command line ------------------------------------------------------------------------
 
 
-def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``taskapi`` as a process with only the given TASKAPI_* variables set."""
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, umask: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``taskapi`` as a process with only the given TASKAPI_* variables set (and ``umask``)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKAPI_")}
     return subprocess.run(
         [sys.executable, "-m", "taskapi.cli", *args],
@@ -138,4 +190,5 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
         text=True,
         timeout=60,
         check=False,
+        preexec_fn=None if umask is None else partial(os.umask, umask),
     )

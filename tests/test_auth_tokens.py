@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from taskapi.models import Task
 from tests.conftest import PASSWORD, TEST_SECRET, User, login, unique_email
+from tests.support import assert_error, bearer, engine_of, me, refresh
 
 AUTH = "/api/v1/auth"
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -29,30 +30,14 @@ AppFactory = Callable[..., Flask]
 UserFactory = Callable[..., User]
 
 
-def bearer(token: str) -> dict[str, str]:
-    """An Authorization header carrying ``token``."""
-    return {"Authorization": f"Bearer {token}"}
-
-
-def me(client: FlaskClient, token: str) -> Any:
-    """GET /auth/me with an access token."""
-    return client.get(f"{AUTH}/me", headers=bearer(token))
-
-
-def refresh(client: FlaskClient, token: str) -> Any:
-    """POST /auth/refresh with a refresh token in the Authorization header."""
-    return client.post(f"{AUTH}/refresh", headers=bearer(token))
-
-
 def register(client: FlaskClient, **body: Any) -> Any:
     """POST /auth/register with a fresh email unless one is given."""
     return client.post(f"{AUTH}/register", json={"email": unique_email(), **body})
 
 
 def assert_401(response: Any, code: str, *, token_sent: bool = True) -> None:
-    """A 401 with ``code`` and the RFC 6750 challenge."""
-    assert response.status_code == 401, response.get_data(as_text=True)
-    assert response.json["code"] == code and response.json["error"]
+    """A 401 error body with ``code`` and the RFC 6750 challenge."""
+    assert_error(response, 401, code)
     challenge = response.headers.get("WWW-Authenticate")
     if token_sent:
         assert challenge is not None and challenge.startswith("Bearer")
@@ -463,7 +448,7 @@ def test_delete_account(app: Flask, alice: User, bob: User) -> None:
     assert_401(me(alice.client, alice.access_token), "token_revoked")
     assert refresh(alice.client, alice.refresh_token).status_code == 401
     assert login(alice.client, alice.email).json["code"] == "invalid_credentials"
-    with DbSession(app.extensions["taskapi"].engine) as db:
+    with DbSession(engine_of(app)) as db:
         owned = select(func.count()).select_from(Task).where(Task.owner_id == uuid.UUID(alice.id))
         assert db.scalar(owned) == 0
     again = register(alice.client, email=alice.email, password=PASSWORD)

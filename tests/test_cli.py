@@ -15,20 +15,7 @@ from sqlalchemy import func, select, update
 from taskapi.db import make_engine, make_session_factory, utcnow, write
 from taskapi.models import Session, TaskTombstone
 from tests.conftest import TEST_SECRET, User
-
-
-def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``taskapi`` with only the given TASKAPI_* variables set."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKAPI_")}
-    return subprocess.run(
-        [sys.executable, "-m", "taskapi.cli", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.support import run_cli
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,6 @@ operator's umask.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ import pytest
 import requests
 
 from tests.conftest import PASSWORD, TEST_SECRET, LiveServer
+from tests.support import run_cli
 
 
 def mode(path: Path) -> int:
@@ -27,17 +26,7 @@ def mode(path: Path) -> int:
 
 def upgrade(env: dict[str, str], cwd: Path, umask: int = 0) -> None:
     """Run ``taskapi db upgrade`` under ``umask`` with only the given TASKAPI_* variables."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKAPI_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "taskapi.cli", "db", "upgrade"],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=lambda: os.umask(umask),
-    )
+    result = run_cli("db", "upgrade", env=env, cwd=cwd, umask=umask)
     assert result.returncode == 0, result.stderr
 
 

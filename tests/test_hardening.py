@@ -22,16 +22,12 @@ from taskapi.models import User as UserRow
 from taskapi.schemas.auth import UserPublic
 from taskapi.settings import Settings
 from tests.conftest import PASSWORD, User, login, unique_email
+from tests.support import cors_headers, engine_of
 
 AUTH = "/api/v1/auth"
 TASKS = "/api/v1/tasks"
 ORIGIN = "https://app.example.com"
 PACKAGE = Path(__file__).resolve().parent.parent / "taskapi"
-
-
-def _cors_headers(response: Any) -> dict[str, str]:
-    """The Access-Control-* headers of a response."""
-    return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control")}
 
 
 # --- item 11: CORS and Host -----------------------------------------------------------------
@@ -40,11 +36,11 @@ def _cors_headers(response: Any) -> dict[str, str]:
 def test_no_cors_headers_without_an_origin(make_app: Callable[..., Flask]) -> None:
     """A request without Origin (curl, a server) gets no Access-Control-* header at all."""
     client = make_app(cors_origins=ORIGIN).test_client()
-    assert _cors_headers(client.get("/api/health")) == {}
+    assert cors_headers(client.get("/api/health")) == {}
     preflight = client.options(TASKS, headers={"Access-Control-Request-Method": "POST"})
-    assert _cors_headers(preflight) == {}
+    assert cors_headers(preflight) == {}
     allowed = client.get("/api/health", headers={"Origin": ORIGIN})
-    assert _cors_headers(allowed)["Access-Control-Allow-Origin"] == ORIGIN
+    assert cors_headers(allowed)["Access-Control-Allow-Origin"] == ORIGIN
 
 
 def test_a_host_outside_the_allowlist_is_refused(make_app: Callable[..., Flask]) -> None:
@@ -139,7 +135,7 @@ def test_sessions_are_keyset_paginated(client: FlaskClient) -> None:
 
 def test_clearing_completed_tasks_commits_in_batches(app: Flask, alice: User) -> None:
     """1,200 completed tasks are cleared in several short transactions, all of them gone."""
-    engine = app.extensions["taskapi"].engine
+    engine = engine_of(app)
     with engine.begin() as connection:
         owner = uuid.UUID(alice.id)
         rows = [
@@ -175,7 +171,7 @@ def test_search_has_trigram_indexes_on_postgresql(app: Flask, is_postgres: bool)
     """On PostgreSQL, q (ILIKE '%word%') can use pg_trgm GIN indexes on title and notes."""
     if not is_postgres:
         pytest.skip("trigram indexes are PostgreSQL's")
-    engine = app.extensions["taskapi"].engine
+    engine = engine_of(app)
     query = text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tasks'")
     with engine.connect() as connection:
         definitions = {name: definition for name, definition in connection.execute(query)}

@@ -16,7 +16,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import PASSWORD
-from tests.test_limits import AUTH, _credentials, assert_429, at, limited_app, login, window
+from tests.support import assert_429
+from tests.test_limits import AUTH, _credentials, at, limited_app, login, window
 
 NEW_PASSWORD = "a brand new unguessable passphrase"
 WRONG = "wrong password guess"

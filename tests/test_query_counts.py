@@ -11,6 +11,7 @@ from flask import Flask
 from sqlalchemy import event
 
 from tests.conftest import User
+from tests.support import engine_of
 
 
 @contextmanager
@@ -20,7 +21,7 @@ def counted_statements(app: Flask) -> Iterator[list[str]]:
     SQLite's dialect always renders ``LIMIT ? OFFSET ?``; a non-zero offset is recorded as
     the word ``SKIPPED`` so that the tests can tell real OFFSET pagination apart.
     """
-    engine = app.extensions["taskapi"].engine
+    engine = engine_of(app)
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_args: Any) -> None:
@@ -50,7 +51,7 @@ def test_authenticated_reads_take_two_queries(app: Flask, alice: User, path: str
     assert len(statements) == 2, statements
     assert "sessions" in statements[0]
     assert "SKIPPED" not in " ".join(statements)
-    if "postgresql" in str(app.extensions["taskapi"].engine.url):
+    if "postgresql" in str(engine_of(app).url):
         assert "OFFSET" not in " ".join(statements).upper()
 
 

@@ -15,6 +15,7 @@ from flask import Flask
 
 from tests.conftest import IN_CI, PASSWORD, LiveServer, free_port, need_service, unique_email
 from tests.servers import RedisProcess, base_env, start_together, stop_all
+from tests.support import assert_429
 
 TASKS = "/api/v1/tasks"
 AUTH = "/api/v1/auth"
@@ -112,14 +113,6 @@ class Client:
         answer = self.call(server, "POST", f"{AUTH}/login", address=address, json=body)
         assert answer.status_code == 200, answer.text
         return {**answer.json(), "email": email}
-
-
-def assert_429(response: requests.Response) -> None:
-    """429 rate_limited with a whole-second Retry-After of at least 1."""
-    assert response.status_code == 429, (response.status_code, response.text)
-    assert response.json()["code"] == "rate_limited"
-    retry_after = response.headers.get("Retry-After", "")
-    assert retry_after.isdigit() and int(retry_after) >= 1, retry_after
 
 
 def remaining(response: requests.Response) -> int:

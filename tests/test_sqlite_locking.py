@@ -12,6 +12,7 @@ from sqlalchemy import event
 
 from taskapi.services import auth as auth_service
 from tests.conftest import PASSWORD, User, login, unique_email
+from tests.support import engine_of
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def begins(app: Flask) -> Iterator[list[str]]:
         if statement.startswith("BEGIN"):
             seen.append(statement)
 
-    engine = app.extensions["taskapi"].engine
+    engine = engine_of(app)
     event.listen(engine, "before_cursor_execute", record)
     yield seen
     event.remove(engine, "before_cursor_execute", record)

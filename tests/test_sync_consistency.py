@@ -11,6 +11,7 @@ from sqlalchemy import event
 
 from taskapi.services.cursors import open_token
 from tests.conftest import TEST_SECRET, User
+from tests.support import apply, engine_of
 
 CHANGES = "/api/v1/tasks/changes"
 
@@ -18,15 +19,6 @@ CHANGES = "/api/v1/tasks/changes"
 def payload_of(token: str) -> dict[str, Any]:
     """The payload of a sync token, opened with the server's key."""
     return open_token(token, key=TEST_SECRET.encode(), purpose="sync-token", field="since")
-
-
-def apply(store: dict[str, Any], page: dict[str, Any]) -> None:
-    """Apply one page of changes to a client's store."""
-    for change in page["changes"]:
-        if change["deleted"]:
-            store.pop(change["id"], None)
-        else:
-            store[change["id"]] = change["task"]
 
 
 def sync_all(user: User, store: dict[str, Any], since: str | None) -> str:
@@ -50,7 +42,7 @@ def test_writes_between_the_sync_queries_are_not_half_seen(
     store: dict[str, Any] = {}
     since = sync_all(alice, store, None)
     alice.request("PATCH", f"/api/v1/tasks/{a['id']}", json={"notes": "touch"})
-    engine = app.extensions["taskapi"].engine
+    engine = engine_of(app)
     fired: list[bool] = []
 
     def interleave(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
