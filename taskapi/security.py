@@ -56,9 +56,7 @@ def encode_refresh_token(user_id: uuid.UUID, grant: RefreshGrant) -> str:
         "exp": int(grant.expires_at.timestamp()),
         "csrf": csrf_token_for(grant.jti),
     }
-    return str(
-        create_refresh_token(str(user_id), expires_delta=False, additional_claims=claims)
-    )
+    return str(create_refresh_token(str(user_id), expires_delta=False, additional_claims=claims))
 
 
 def encode_access_token(user_id: uuid.UUID, session_id: uuid.UUID) -> str:
