@@ -10,7 +10,7 @@ from taskapi.api import auth, docs, health, tasks
 from taskapi.api.deps import AppState, close_db_session
 from taskapi.api.hooks import install_request_hooks
 from taskapi.api.tasks import TaskIdConverter
-from taskapi.db import make_engine, make_session_factory
+from taskapi.db import make_engine, make_session_factory, reads_in_autocommit
 from taskapi.errors import register_error_handlers
 from taskapi.limits import PasswordGuard, make_limiter
 from taskapi.logs import install_access_log
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskapi"] = AppState(
         settings=settings,
         engine=engine,
-        session_factory=make_session_factory(engine),
+        session_factory=make_session_factory(reads_in_autocommit(engine)),
         password_guard=PasswordGuard(settings),
     )
     init_jwt(app)

@@ -63,8 +63,10 @@ def _engine_options(url: str) -> dict[str, Any]:
         return {
             "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False}
         }
+    # No pre-ping: it costs a round trip per checkout. A connection found dead fails its
+    # request's first statement, which invalidates the pool (every older connection
+    # reconnects on its next checkout) and is retried once (see api.operation).
     return {
-        "pool_pre_ping": True,
         "pool_size": 5,
         "max_overflow": 10,
         "pool_timeout": CONNECT_TIMEOUT_SECONDS,
@@ -116,19 +118,22 @@ class WriteOutsideUnitOfWork(RuntimeError):
 
 
 WRITE_DEPTH = "taskapi_write_depth"
+WROTE = "taskapi_wrote"
 
 
 def _begin_write(session: Session) -> None:
-    """On SQLite, restart the session's transaction as BEGIN IMMEDIATE.
+    """Start the unit of work's transaction: BEGIN IMMEDIATE on SQLite, and on PostgreSQL a
+    READ COMMITTED transaction on a connection that otherwise reads in autocommit.
 
     Only reads (the session check) can have happened before, so ending them is harmless.
-    PostgreSQL needs nothing: its row locks order concurrent writers.
+    PostgreSQL's row locks order concurrent writers.
     """
-    if session.get_bind().dialect.name != "sqlite":
-        return
     if session.in_transaction():
         session.commit()
-    session.connection(execution_options={WRITE_TRANSACTION: True})
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection(execution_options={WRITE_TRANSACTION: True})
+    else:
+        session.connection(execution_options={"isolation_level": "READ COMMITTED"})
 
 
 @contextmanager
@@ -147,6 +152,7 @@ def write(session: Session) -> Iterator[Session]:
         finally:
             session.info[WRITE_DEPTH] = depth
         return
+    session.info[WROTE] = True
     _begin_write(session)
     session.info[WRITE_DEPTH] = 1
     try:
@@ -158,6 +164,11 @@ def write(session: Session) -> Iterator[Session]:
         raise
     finally:
         session.info[WRITE_DEPTH] = 0
+
+
+def session_has_written(session: Session) -> bool:
+    """Whether a unit of work has begun on this session (so a retry could write twice)."""
+    return bool(session.info.get(WROTE))
 
 
 def _writing(session: Session) -> bool:
@@ -175,6 +186,18 @@ def _refuse_stray_statement(state: ORMExecuteState) -> None:
     """Refuse INSERT, UPDATE and DELETE statements outside a unit of work."""
     if (state.is_insert or state.is_update or state.is_delete) and not _writing(state.session):
         raise WriteOutsideUnitOfWork("a write statement ran outside db.write()")
+
+
+def reads_in_autocommit(engine: Engine) -> Engine:
+    """The engine the app's sessions use: on PostgreSQL, statements outside a unit of work
+    run in autocommit, so a read is one round trip, without a BEGIN and ROLLBACK around it.
+
+    Each read sees the data committed when it starts (as READ COMMITTED would); reads that
+    span several statements (delta sync) are written for that.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:

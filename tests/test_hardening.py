@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import ValidationError
-from sqlalchemy import event, select, text, update
+from sqlalchemy import create_engine, event, select, text, update
 
 from taskapi.api.operation import operation
 from taskapi.db import WriteOutsideUnitOfWork, write
@@ -254,3 +254,30 @@ def _user(client: FlaskClient) -> User:
     tokens = login(client, email).json
     return User(client, email, PASSWORD, registered.json["id"], tokens["access_token"],
                 tokens["refresh_token"])  # fmt: skip
+
+
+def test_a_dead_pooled_connection_costs_no_request(
+    make_app: Callable[..., Flask], is_postgres: bool
+) -> None:
+    """Without a pre-ping per checkout, a connection killed under the pool (a database
+    restart) is found by the request's first statement, and the request runs again."""
+    if not is_postgres:
+        pytest.skip("terminating server backends is PostgreSQL's")
+    app = make_app()
+    user = _user(app.test_client())
+    assert user.request("GET", f"{AUTH}/me").status_code == 200
+    admin = create_engine(engine_of(app).url.render_as_string(hide_password=False))
+    kill = text(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    try:
+        with admin.connect() as connection:
+            assert connection.scalar(kill) >= 1
+        assert user.request("GET", f"{AUTH}/me").status_code == 200
+        with admin.connect() as connection:
+            assert connection.scalar(kill) >= 1
+        created = user.request("POST", TASKS, json={"title": "after a restart"})
+        assert created.status_code == 201
+    finally:
+        admin.dispose()

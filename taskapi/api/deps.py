@@ -11,7 +11,7 @@ from flask import current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from taskapi.db import utcnow
+from taskapi.db import session_has_written, utcnow
 from taskapi.limits import PasswordGuard
 from taskapi.services import auth as auth_service
 from taskapi.settings import Settings
@@ -58,6 +58,12 @@ def session_is_live(session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
     return auth_service.session_is_live(
         db_session(), session_id=session_id, user_id=user_id, now=utcnow()
     )
+
+
+def started_writing() -> bool:
+    """Whether this request's database session has begun a unit of work."""
+    session: Session | None = g.get("db_session")
+    return session is not None and session_has_written(session)
 
 
 def close_db_session(_exc: BaseException | None = None) -> None:

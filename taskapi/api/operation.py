@@ -16,8 +16,9 @@ from typing import Any, Literal, TypeVar
 
 from flask import Response
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 
-from taskapi.api.deps import session_is_live
+from taskapi.api.deps import close_db_session, session_is_live, started_writing
 from taskapi.api.parsing import check_media_type, parse_body, parse_query
 from taskapi.security import authenticate
 
@@ -137,8 +138,7 @@ def operation(
             ok_media=ok_media,
         )
 
-        @wraps(view)
-        def validated(*args: Any, **kwargs: Any) -> Response:
+        def run(*args: Any, **kwargs: Any) -> Response:
             if auth is not None:
                 authenticate(auth, session_is_live)
             if body is not None:
@@ -149,6 +149,18 @@ def operation(
             if body is not None:
                 kwargs["body"] = parse_body(body)
             return respond(spec, view(*args, **kwargs))
+
+        @wraps(view)
+        def validated(*args: Any, **kwargs: Any) -> Response:
+            try:
+                return run(*args, **kwargs)
+            except DBAPIError as error:
+                # A pooled connection died (the database restarted): the pool now reconnects.
+                # Nothing was written yet, so the request runs once more on a fresh connection.
+                if not error.connection_invalidated or started_writing():
+                    raise
+                close_db_session()
+                return run(*args, **kwargs)
 
         validated.operation = spec  # type: ignore[attr-defined]
         return validated
