@@ -12,7 +12,7 @@ from taskapi.api.hooks import install_request_hooks
 from taskapi.api.tasks import TaskIdConverter
 from taskapi.db import make_engine, make_session_factory, reads_in_autocommit
 from taskapi.errors import register_error_handlers
-from taskapi.limits import PasswordGuard, make_limiter
+from taskapi.limits import Counters, PasswordGuard, install_request_budgets
 from taskapi.logs import install_access_log
 from taskapi.passwords import dummy_hash
 from taskapi.security import init_jwt, jwt_config
@@ -37,11 +37,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Checked while routing, before any view can echo the Host into a Link URL.
         app.config["TRUSTED_HOSTS"] = list(settings.allowed_hosts)
     engine = make_engine(settings.sqlalchemy_url)
+    counters = Counters(settings.redis_url)
     app.extensions["taskapi"] = AppState(
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(reads_in_autocommit(engine)),
-        password_guard=PasswordGuard(settings),
+        counters=counters,
+        password_guard=PasswordGuard(settings, counters),
+        redis_probe=counters.redis_answers if settings.redis_url else None,
     )
     init_jwt(app)
     register_error_handlers(app)
@@ -52,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.url_map.converters["task_id"] = TaskIdConverter
     for blueprint in (auth.bp, tasks.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
-    _init_limits(app, settings)  # after the body-size hook, so 413 ranks before 429
+    install_request_budgets(app, settings, counters)  # after the body-size hook: 413 first
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
@@ -78,11 +81,3 @@ def _init_cors(app: Flask, settings: Settings) -> None:
         # flask-cors answers requests without an Origin too by default; browsers never need it.
         always_send=False,
     )
-
-
-def _init_limits(app: Flask, settings: Settings) -> None:
-    """Request budgets, and the Redis probe for readiness."""
-    limiter = make_limiter(app, settings)
-    if settings.redis_url:
-        state: AppState = app.extensions["taskapi"]
-        state.redis_probe = limiter.storage.check

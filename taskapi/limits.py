@@ -1,9 +1,13 @@
-"""Rate limits: flask-limiter for request budgets, plus password-check budgets.
+"""Rate limits: request budgets and password-check budgets, one counter each, one round trip.
 
-Budgets are shared by every worker and instance through Redis when ``TASKAPI_REDIS_URL`` is
-set, and kept in process memory otherwise. When Redis stops answering, flask-limiter falls
-back to memory (one warning) and returns to Redis when it is back. The contract's
-``RateLimit-*`` headers are written here, not by the library, whose reset is an epoch time.
+Every budget is a fixed-window counter, kept in Redis when ``TASKAPI_REDIS_URL`` is set (so
+every worker and instance shares it) and in process memory otherwise. One Lua script
+increments a counter and returns its count and time to live together, so a request's budget
+costs one Redis round trip and its ``RateLimit-*`` headers come from that answer. (This is
+why flask-limiter is not used: its check and the window for the headers took three round
+trips; the ``limits`` library underneath still parses the notation and keeps the in-memory
+counters.) When Redis stops answering, counting falls back to memory with one warning, and
+Redis is tried again every few seconds.
 """
 
 from __future__ import annotations
@@ -12,27 +16,86 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
+import redis
 from flask import Flask, Response, g, request
-from flask_limiter import Limiter
-from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage, Storage, storage_from_string
-from limits.strategies import FixedWindowRateLimiter
+from limits import RateLimitItem, parse, parse_many
+from limits.storage import MemoryStorage
 
 from taskapi.errors import ApiError, InvalidCredentials, WrongPassword
 from taskapi.security import credentials
 from taskapi.settings import Settings
 
 log = logging.getLogger("taskapi.limits")
-T = TypeVar("T")
 EXEMPT_BLUEPRINTS = ("health", "docs")
-RETRY_PRIMARY_SECONDS = 5.0
+RETRY_REDIS_SECONDS = 5.0
 # Fail fast when Redis hangs, so the in-memory fallback takes over within a second.
-REDIS_TIMEOUTS: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+REDIS_TIMEOUT_SECONDS = 0.5
+KEY_PREFIX = "LIMITS:"
+# Add ARGV[2] to the counter; start its window (ARGV[1] ms) when it has none; answer the
+# count and the milliseconds left, in one round trip.
+COUNT_SCRIPT = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
+
+
+class Counters:
+    """Fixed-window counters on Redis, or in memory while Redis is unset or unreachable."""
+
+    def __init__(self, redis_url: str | None) -> None:
+        self.memory = MemoryStorage()
+        self.redis = (
+            redis.Redis.from_url(
+                redis_url,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+            if redis_url
+            else None
+        )
+        self.script = self.redis.register_script(COUNT_SCRIPT) if self.redis else None
+        self.redis_down_until = 0.0  # 0: believed up; else when to try it again
+
+    def add(self, limit: RateLimitItem, ids: tuple[str, ...], amount: int = 1) -> tuple[int, float]:
+        """Add ``amount`` to a budget's counter: (count now, epoch when its window ends)."""
+        key, expiry = limit.key_for(*ids), limit.get_expiry()
+        if self.script is not None and self.redis_down_until <= time.monotonic():
+            try:
+                count, ttl_ms = self.script(keys=[KEY_PREFIX + key], args=[expiry * 1000, amount])
+            except redis.RedisError:
+                if self.redis_down_until == 0:
+                    log.warning("Redis unreachable; counting rate limits in memory")
+                self.redis_down_until = time.monotonic() + RETRY_REDIS_SECONDS
+            else:
+                if self.redis_down_until:
+                    log.info("Redis reachable again; counting rate limits there")
+                self.redis_down_until = 0.0
+                return int(count), time.time() + int(ttl_ms) / 1000
+        count = self.memory.incr(key, expiry, amount)
+        return count, self.memory.get_expiry(key)
+
+    def redis_answers(self) -> bool:
+        """Readiness: whether Redis answers a PING now."""
+        if self.redis is None:
+            return False
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        """Drop the Redis connections (tests, shutdown)."""
+        if self.redis is not None:
+            self.redis.connection_pool.disconnect()
 
 
 def client_address() -> str:
@@ -63,74 +126,58 @@ def caller_key() -> str:
 
 
 def _is_exempt() -> bool:
-    """Preflights, health checks and the documentation are never limited."""
-    return request.method == "OPTIONS" or request.blueprint in EXEMPT_BLUEPRINTS
-
-
-def _storage_uri(settings: Settings) -> str:
-    """Redis when configured, process memory otherwise."""
-    return settings.redis_url or "memory://"
-
-
-def make_limiter(app: Flask, settings: Settings) -> Limiter:
-    """Create the limiter with the per-user (or per-address) application-wide budget."""
-    app.config["RATELIMIT_ENABLED"] = settings.ratelimit_enabled
-    limiter = Limiter(
-        caller_key,
-        app=app,
-        application_limits=[settings.ratelimit_default],
-        storage_uri=_storage_uri(settings),
-        storage_options=REDIS_TIMEOUTS if settings.redis_url else {},
-        strategy="fixed-window",
-        headers_enabled=False,
-        in_memory_fallback_enabled=True,
-        key_prefix="taskapi",
+    """Preflights, health checks and the documentation are never limited; neither are
+    answers decided before the limiter (an unknown route or method)."""
+    return (
+        request.routing_exception is not None
+        or request.method == "OPTIONS"
+        or request.blueprint in EXEMPT_BLUEPRINTS
     )
-    limiter.request_filter(_is_exempt)
-    app.after_request(_write_headers(limiter))
-    # Route limits are attached per app (not at import time), so every app gets its own.
-    route_limits = {
-        "auth.login": settings.ratelimit_login,
-        "auth.register": settings.ratelimit_register,
+
+
+def install_request_budgets(app: Flask, settings: Settings, counters: Counters) -> None:
+    """Count every limited request: per caller everywhere, and per address on login and
+    register. Register after the body-size hook, so that 413 ranks before 429."""
+    everywhere = parse_many(settings.ratelimit_default)
+    per_route = {
+        "auth.login": parse_many(settings.ratelimit_login),
+        "auth.register": parse_many(settings.ratelimit_register),
     }
-    for endpoint, limit in route_limits.items():
-        view = app.view_functions[endpoint]
-        limited = limiter.limit(limit, key_func=client_address)(view)
-        app.view_functions[endpoint] = limited  # type: ignore[assignment]
-    return limiter
+
+    def spend() -> None:
+        """Spend one unit of each budget that applies; 429 when one is over."""
+        if _is_exempt():
+            return
+        budgets = [(limit, ("taskapi", caller_key())) for limit in everywhere]
+        route = request.endpoint or ""
+        budgets += [(limit, (route, client_address())) for limit in per_route.get(route, ())]
+        windows = []
+        for limit, ids in budgets:
+            count, reset_at = counters.add(limit, ids)
+            windows.append((limit.amount, limit.amount - count, reset_at))
+        tightest = min(windows, key=lambda window: window[1])
+        g.rate_window = tightest
+        if tightest[1] < 0:
+            raise ApiError(429, "rate_limited", "Too many requests; slow down.")
+
+    if settings.ratelimit_enabled:
+        app.before_request(spend)
+    app.after_request(write_rate_headers)
 
 
-def _write_headers(limiter: Limiter) -> Any:
-    """An after-request hook writing RateLimit-* (and Retry-After on 429) for the limit applied."""
-
-    def write(response: Response) -> Response:
-        """Write the headers of the limit that applied (a login-failure limit if one did)."""
-        window = g.pop("rate_window", None) or _current_window(limiter)
-        if window is None:
-            return response
-        amount, remaining, reset_at = window
-        reset = max(0, math.ceil(reset_at - time.time()))
-        response.headers["RateLimit-Limit"] = str(amount)
-        response.headers["RateLimit-Remaining"] = str(max(0, remaining))
-        response.headers["RateLimit-Reset"] = str(reset)
-        if response.status_code == 429:
-            response.headers["Retry-After"] = str(max(1, reset))
+def write_rate_headers(response: Response) -> Response:
+    """RateLimit-* (and Retry-After on 429) of the budget that applied, if any did."""
+    window = g.pop("rate_window", None)
+    if window is None:
         return response
-
-    return write
-
-
-def _current_window(limiter: Limiter) -> tuple[int, int, float] | None:
-    """(limit, remaining, reset epoch) of the limit flask-limiter applied, if any."""
-    try:
-        current = limiter.current_limit
-        if current is None:
-            return None
-        reset_at, remaining = current.window
-        return current.limit.amount, remaining, float(reset_at)
-    except Exception:  # storage went away mid-request: answer without headers, not with a 500
-        log.warning("could not read rate-limit window", exc_info=True)
-        return None
+    amount, remaining, reset_at = window
+    reset = max(0, math.ceil(reset_at - time.time()))
+    response.headers["RateLimit-Limit"] = str(amount)
+    response.headers["RateLimit-Remaining"] = str(max(0, remaining))
+    response.headers["RateLimit-Reset"] = str(reset)
+    if response.status_code == 429:
+        response.headers["Retry-After"] = str(max(1, reset))
+    return response
 
 
 @dataclass(frozen=True)
@@ -152,56 +199,27 @@ class PasswordGuard:
     for that email may still try, so strangers cannot lock the owner out.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, counters: Counters) -> None:
         self.enabled = settings.ratelimit_enabled
         self.pair_limit: RateLimitItem = parse(settings.ratelimit_login_failures)
         self.email_limit: RateLimitItem = parse(settings.ratelimit_login_email)
         self.user_checks: RateLimitItem = parse(settings.ratelimit_password_checks)
         self.address_checks: RateLimitItem = parse(settings.ratelimit_password_checks_address)
-        primary: Storage = storage_from_string(  # type: ignore[assignment]
-            _storage_uri(settings), **(REDIS_TIMEOUTS if settings.redis_url else {})
-        )
-        self.primary = FixedWindowRateLimiter(primary)
-        self.fallback = FixedWindowRateLimiter(MemoryStorage())
-        self.primary_down_until = 0.0  # 0: believed up; else when to try it again
+        self.counters = counters
 
-    def _run(self, call: Callable[[FixedWindowRateLimiter], T]) -> T:
-        """Run ``call`` on the primary storage, or on memory while it is down.
-
-        Like flask-limiter, a dead primary is retried only now and then, so an outage costs
-        one warning and no per-request timeouts.
-        """
-        if self.primary_down_until <= time.monotonic():
-            try:
-                result = call(self.primary)
-            except Exception:
-                if self.primary_down_until == 0:
-                    log.warning("password-check storage unreachable; counting in memory")
-                self.primary_down_until = time.monotonic() + RETRY_PRIMARY_SECONDS
-            else:
-                if self.primary_down_until:
-                    log.info("password-check storage reachable again")
-                self.primary_down_until = 0.0
-                return result
-        return call(self.fallback)
-
-    def _take(self, budget: _Budget) -> int:
-        """Reserve one unit of ``budget`` in one atomic increment; the count after it."""
-        key, expiry = budget.limit.key_for(*budget.ids), budget.limit.get_expiry()
-        return int(self._run(lambda strategy: strategy.storage.incr(key, expiry)))
+    def _take(self, budget: _Budget) -> tuple[int, float]:
+        """Reserve one unit of ``budget`` in one atomic increment: (count, window end)."""
+        return self.counters.add(budget.limit, budget.ids)
 
     def _give_back(self, *budgets: _Budget) -> None:
         """Return one reserved unit of each budget (a correct password, or a refusal)."""
         for budget in budgets:
-            key, expiry = budget.limit.key_for(*budget.ids), budget.limit.get_expiry()
-            self._run(lambda strategy: strategy.storage.incr(key, expiry, amount=-1))  # noqa: B023
+            self.counters.add(budget.limit, budget.ids, amount=-1)
 
-    def _refuse(self, budget: _Budget, message: str) -> ApiError:
+    @staticmethod
+    def _refuse(budget: _Budget, count: int, reset_at: float, message: str) -> ApiError:
         """429 with the headers of the budget that refused."""
-        reset_at, remaining = self._run(
-            lambda strategy: strategy.get_window_stats(budget.limit, *budget.ids)
-        )
-        g.rate_window = (budget.limit.amount, remaining, reset_at)
+        g.rate_window = (budget.limit.amount, budget.limit.amount - count, reset_at)
         return ApiError(429, "rate_limited", message)
 
     @contextmanager
@@ -219,20 +237,22 @@ class PasswordGuard:
         if user_id is not None:
             work.append(_Budget(self.user_checks, ("password-checks-user", user_id)))
         for budget in work:
-            if self._take(budget) > budget.limit.amount:
-                raise self._refuse(budget, "Too many password checks; try again later.")
+            count, reset_at = self._take(budget)
+            if count > budget.limit.amount:
+                raise self._refuse(budget, count, reset_at, "Too many password checks.")
         pair = _Budget(self.pair_limit, ("login-failures", email, address))
         per_email = _Budget(self.email_limit, ("login-failures-email", email))
         message = "Too many failed attempts; try again later."
-        pair_count = self._take(pair)
+        pair_count, pair_reset = self._take(pair)
         if pair_count > pair.limit.amount:
             self._give_back(pair)
-            raise self._refuse(pair, message)
+            raise self._refuse(pair, pair_count, pair_reset, message)
         # Past the per-email budget, only an address with no failure for this email (this
         # attempt is its first) may try: the owner at home is never locked out by strangers.
-        if self._take(per_email) > per_email.limit.amount and pair_count > 1:
+        email_count, email_reset = self._take(per_email)
+        if email_count > per_email.limit.amount and pair_count > 1:
             self._give_back(pair, per_email)
-            raise self._refuse(per_email, message)
+            raise self._refuse(per_email, email_count, email_reset, message)
         try:
             yield
         except (InvalidCredentials, WrongPassword):

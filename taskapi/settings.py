@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _rate_limit_notation(cls, value: str) -> str:
-        """Limits use flask-limiter's notation, such as ``300/minute`` or ``5/15 minutes``."""
+        """Limits use the ``limits`` notation, such as ``300/minute`` or ``5/15 minutes``."""
         try:
             parse_many(value)
         except ValueError:

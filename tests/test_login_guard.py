@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 
 from taskapi.errors import ApiError, InvalidCredentials
-from taskapi.limits import PasswordGuard
+from taskapi.limits import Counters, PasswordGuard
 from taskapi.settings import Settings
 from tests.conftest import TEST_SECRET, free_port
 
@@ -26,7 +26,7 @@ def test_outage_warns_once_and_still_counts(caplog: pytest.LogCaptureFixture) ->
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
         ratelimit_login_failures="2/minute",
     )
-    guard = PasswordGuard(settings)
+    guard = PasswordGuard(settings, Counters(settings.redis_url))
     request = Flask(__name__).test_request_context(environ_base={"REMOTE_ADDR": "10.1.2.3"})
     with request, caplog.at_level(logging.WARNING, logger="taskapi.limits"):
         _fail_once(guard, "ana@example.com")

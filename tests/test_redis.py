@@ -19,7 +19,7 @@ from tests.support import assert_429
 
 TASKS = "/api/v1/tasks"
 AUTH = "/api/v1/auth"
-KEYS = "LIMITS:*"  # every key the limits library writes (flask-limiter and login failures)
+KEYS = "LIMITS:*"  # every rate-limit counter taskapi keeps in Redis
 GENEROUS = {
     "TASKAPI_RATELIMIT_LOGIN": "1000/minute",
     "TASKAPI_RATELIMIT_REGISTER": "1000/hour",
@@ -234,13 +234,8 @@ def test_spoofed_forwarded_for_is_ignored_without_trusted_proxies(
 
 
 def close_redis(app: Flask) -> None:
-    """Close the Redis connections of the app's limiter and login-failure guard."""
-    storages = [limiter.storage for limiter in app.extensions.get("limiter", ())]
-    storages.append(app.extensions["taskapi"].password_guard.primary.storage)
-    for storage in storages:
-        client = getattr(storage, "storage", None)
-        if client is not None:
-            client.connection_pool.disconnect()
+    """Close the Redis connections of the app's rate-limit counters."""
+    app.extensions["taskapi"].counters.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskapi.db import session_has_written, utcnow
-from taskapi.limits import PasswordGuard
+from taskapi.limits import Counters, PasswordGuard
 from taskapi.services import auth as auth_service
 from taskapi.settings import Settings
 
@@ -24,6 +24,7 @@ class AppState:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
+    counters: Counters
     password_guard: PasswordGuard
     redis_probe: Callable[[], bool] | None = None
     openapi: dict[str, Any] | None = None
