@@ -8,7 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from taskapi.api import auth, docs, health, tasks
 from taskapi.api.deps import AppState, close_db_session
-from taskapi.api.hooks import install_request_hooks
+from taskapi.api.hooks import FoldHostCase, install_request_hooks
 from taskapi.api.tasks import TaskIdConverter
 from taskapi.db import make_engine, make_session_factory, reads_in_autocommit
 from taskapi.errors import register_error_handlers
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.allowed_hosts:
         # Checked while routing, before any view can echo the Host into a Link URL.
         app.config["TRUSTED_HOSTS"] = list(settings.allowed_hosts)
+        app.wsgi_app = FoldHostCase(app.wsgi_app)  # type: ignore[method-assign]
     engine = make_engine(settings.sqlalchemy_url)
     counters = Counters(settings.redis_url)
     app.extensions["taskapi"] = AppState(

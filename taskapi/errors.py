@@ -144,8 +144,9 @@ def from_domain(error: DomainError) -> ApiError:
         return validation_error([{"field": error.field, "message": error.message}])
     status, code = DOMAIN_STATUS[type(error)]
     headers: dict[str, str] = {}
-    if status == 401:
-        # Only a guarded request (a token was sent) can end in a revoked session.
+    if isinstance(error, SessionEnded):
+        # Only a guarded request (a token was sent) can end in a revoked session. A failed
+        # login is a 401 too, but no token was at fault: no challenge.
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return ApiError(status, code, error.message, headers=headers)
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ AUTH_PATH = "/api/v1/auth"
 CSRF_HEADER = "X-CSRF-TOKEN"
 # RFC 9110: one credential, a case-insensitive scheme, then the token68.
 BEARER = re.compile(r"^bearer[ \t]+([A-Za-z0-9._~+/-]+=*)[ \t]*$", re.IGNORECASE)
+BEARER_MENTIONED = re.compile(r"(?:^|,)[ \t]*bearer(?:[ \t]|$)", re.IGNORECASE)
 TokenKind = Literal["access", "refresh"]
 Via = Literal["access_token", "refresh_token", "refresh_cookie"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti", "type"]
@@ -100,11 +102,13 @@ class Credentials:
     via: Via | None = None
     claims: dict[str, Any] | None = None
     error: ApiError | None = None
+    live: bool = False  # the token's session exists and has not ended
 
     @property
     def user_key(self) -> str | None:
-        """The user the presented token names, when it decoded as the guard's kind."""
-        return None if self.claims is None else str(self.claims["sub"])
+        """The user whose live session the token belongs to. A revoked or stolen-and-revoked
+        token names its user too, but must not spend that user's budget."""
+        return str(self.claims["sub"]) if self.claims is not None and self.live else None
 
 
 @dataclass(frozen=True)
@@ -131,20 +135,35 @@ def _bearer_token() -> tuple[str | None, bool]:
         return None, False
     match = BEARER.match(header)
     if match is None:
-        return None, header[:6].lower() == "bearer"
+        return None, BEARER_MENTIONED.search(header) is not None
     return match.group(1), True
+
+
+def _body_refresh_token() -> str | None:
+    """The ``refresh_token`` of a JSON body (body mode's alternative to the header)."""
+    if request.mimetype != "application/json":
+        return None
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):  # the operation answers the 400 later
+        return None
+    token = body.get("refresh_token") if isinstance(body, dict) else None
+    return token if isinstance(token, str) and token else None
 
 
 def read_credentials(kind: TokenKind) -> Credentials:
     """Decode the credentials a guard of ``kind`` would check; errors are kept, not raised.
 
-    Refresh routes look at the refresh cookie first: an SPA's Bearer access token must not
-    hide its cookie.
+    Refresh routes look at the refresh cookie first (an SPA's Bearer access token must not
+    hide its cookie), then the Authorization header, then a JSON body's ``refresh_token``.
     """
     cookie = request.cookies.get(REFRESH_COOKIE_NAME) if kind == "refresh" else None
     if cookie:
         return _decoded(cookie, kind, "refresh_cookie")
     token, sent = _bearer_token()
+    if token is None and kind == "refresh" and not sent:
+        token = _body_refresh_token()
+        sent = token is not None
     if token is None:
         message = "A valid access token is required."
         return Credentials(sent=sent, error=unauthorized("unauthorized", message, token_sent=sent))
@@ -179,18 +198,34 @@ def credentials() -> Credentials:
     return creds or ANONYMOUS
 
 
+def resolve_caller(
+    kind: TokenKind, session_is_live: Callable[[uuid.UUID, uuid.UUID], bool]
+) -> Credentials:
+    """Read the credentials and check their session (one primary-key lookup), once.
+
+    Runs before the rate limiter, so only a live session's user is counted as that user.
+    """
+    creds = read_credentials(kind)
+    if creds.claims is None:
+        return creds
+    user_id, session_id = uuid.UUID(str(creds.claims["sub"])), uuid.UUID(str(creds.claims["sid"]))
+    if session_is_live(session_id, user_id):
+        return replace(creds, live=True)
+    return creds
+
+
 def authenticate(kind: TokenKind, session_is_live: Callable[[uuid.UUID, uuid.UUID], bool]) -> None:
     """The guard: 401 unless the credentials hold a live session; 403 for a cookie without CSRF."""
-    creds = g.get("credentials") or read_credentials(kind)
+    creds = g.get("credentials") or resolve_caller(kind, session_is_live)
     if creds.error is not None:
         raise creds.error
     claims = creds.claims
     assert claims is not None and creds.via is not None
     if creds.via == "refresh_cookie":
         check_csrf(str(claims.get("csrf", "")))
-    user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
-    if not session_is_live(session_id, user_id):
+    if not creds.live:
         raise unauthorized("token_revoked", "The token's session has ended.", token_sent=True)
+    user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
     g.principal = Principal(user_id, session_id, creds.via, str(claims["jti"]))
 
 

@@ -281,3 +281,80 @@ def test_a_dead_pooled_connection_costs_no_request(
         assert created.status_code == 201
     finally:
         admin.dispose()
+
+
+# --- found by the hostile probe -------------------------------------------------------------
+
+
+def test_a_revoked_token_does_not_spend_its_owners_budget(make_app: Callable[..., Flask]) -> None:
+    """Requests with a logged-out session's token count per address, not against the user."""
+    app = make_app(ratelimit_enabled=True, ratelimit_default="3/minute")
+    client = app.test_client()
+    stolen = _user(client)
+    assert stolen.request("POST", f"{AUTH}/logout").status_code == 204
+    fresh = login(client, stolen.email).json["access_token"]
+    attacker = {"environ_base": {"REMOTE_ADDR": "10.40.0.1"}}
+    statuses = [
+        client.get(f"{AUTH}/me", headers=stolen.headers, **attacker).status_code for _ in range(5)
+    ]
+    assert statuses == [401, 401, 401, 429, 429]
+    owner = client.get(
+        f"{AUTH}/me",
+        headers={"Authorization": f"Bearer {fresh}"},
+        environ_base={"REMOTE_ADDR": "10.40.0.2"},
+    )
+    assert owner.status_code == 200
+
+
+def test_refresh_token_in_a_json_body(client: FlaskClient, alice: User) -> None:
+    """Body mode may send {"refresh_token": ...} instead of the Authorization header."""
+    answer = client.post(f"{AUTH}/refresh", json={"refresh_token": alice.refresh_token})
+    assert answer.status_code == 200 and answer.json["refresh_token"] != alice.refresh_token
+    reused = client.post(f"{AUTH}/refresh", json={"refresh_token": "not a token"})
+    assert reused.status_code == 401 and reused.json["code"] == "unauthorized"
+    empty = client.post(f"{AUTH}/refresh", json={})
+    assert empty.status_code == 401 and empty.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_cursor_works_only_for_its_user(alice: User, bob: User) -> None:
+    """Another user's cursor is refused, so it cannot be used to compare titles."""
+    for title in ("a secret", "b secret"):
+        alice.create_task(title=title)
+    cursor = alice.request("GET", f"{TASKS}?limit=1&sort=title").json["next_cursor"]
+    replayed = bob.request("GET", f"{TASKS}?limit=1&sort=title&cursor={cursor}")
+    assert replayed.status_code == 400 and replayed.json["details"][0]["field"] == "cursor"
+
+
+def test_a_failed_login_carries_no_token_challenge(client: FlaskClient, alice: User) -> None:
+    """A wrong password at login is 401 invalid_credentials without WWW-Authenticate."""
+    failed = login(client, alice.email, "wrong password guess")
+    assert failed.status_code == 401 and failed.json["code"] == "invalid_credentials"
+    assert "WWW-Authenticate" not in failed.headers
+
+
+def test_host_names_compare_case_insensitively(make_app: Callable[..., Flask]) -> None:
+    """Host names are case-insensitive."""
+    client = make_app(allowed_hosts="api.example.com").test_client()
+    assert client.get("/api/health", headers={"Host": "API.Example.COM"}).status_code == 200
+
+
+@pytest.mark.parametrize("limit", ["+5", " 5", "05x", "1_0", "\u0665"])
+def test_query_numbers_are_plain_digits(alice: User, limit: str) -> None:
+    """limit accepts ASCII digits only."""
+    answer = alice.request("GET", TASKS, query_string={"limit": limit})
+    assert answer.status_code == 400 and answer.json["details"][0]["field"] == "limit"
+
+
+def test_a_timestamp_with_a_trailing_newline_is_refused(alice: User) -> None:
+    """RFC 3339 strings end where they end."""
+    answer = alice.request("POST", TASKS, json={"title": "t", "due_at": "2026-06-30T23:59:59Z\n"})
+    assert answer.status_code == 400 and answer.json["details"][0]["field"] == "due_at"
+
+
+@pytest.mark.parametrize(
+    ("form", "status"), [("%s", 200), ("{%s}", 404), ("urn:uuid:%s", 404), ("%s ", 404)]
+)
+def test_only_canonical_uuids_name_a_task(alice: User, form: str, status: int) -> None:
+    """A task is found by its canonical id only; other spellings are simply not found."""
+    task_id = alice.create_task()["id"]
+    assert alice.request("GET", f"{TASKS}/{form % task_id}").status_code == status

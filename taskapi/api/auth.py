@@ -21,6 +21,7 @@ from taskapi.schemas.auth import (
     LoginAnswer,
     LoginBody,
     PasswordChangeBody,
+    RefreshBody,
     RegisterBody,
     SessionListQuery,
     SessionPage,
@@ -111,15 +112,19 @@ def _refresh_cookie(user_id: uuid.UUID, grant: RefreshGrant) -> Callable[[Respon
     "Exchange a refresh token for new tokens",
     tags=TAGS,
     auth="refresh",
+    body=RefreshBody,
+    body_optional=True,
     ok=(200, TokenPair),
     headers={"X-CSRF-TOKEN": CSRF_HEADER_DOC},
     description=(
-        "Send the refresh token as Authorization: Bearer, or (cookie mode) the refresh cookie "
-        "with X-CSRF-TOKEN. Each refresh token works once; a reused one revokes its session, "
-        "except within a few seconds of its first use, when the same successor is returned."
+        "Send the refresh token as Authorization: Bearer, or as the JSON body "
+        '{"refresh_token": ...}, or (cookie mode) the refresh cookie with X-CSRF-TOKEN; the '
+        "cookie is looked at first, then the header, then the body. Each refresh token works "
+        "once; a reused one revokes its session, except within a few seconds of its first use, "
+        "when the same successor is returned."
     ),
 )
-def refresh() -> Reply:
+def refresh(body: RefreshBody | None) -> Reply:
     """Rotate the refresh token and issue a fresh access token."""
     caller, config = principal(), settings()
     grant = service.rotate_refresh_token(

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import current_app, g
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskapi.db import session_has_written, utcnow
@@ -55,10 +56,22 @@ def db_session() -> Session:
 
 
 def session_is_live(session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    """One primary-key lookup per authenticated request: is the token's session alive?"""
-    return auth_service.session_is_live(
-        db_session(), session_id=session_id, user_id=user_id, now=utcnow()
-    )
+    """One primary-key lookup per authenticated request: is the token's session alive?
+
+    It is the request's first statement, so it is where a pooled connection that died (a
+    database restart) shows: the pool then reconnects, and the lookup runs once more.
+    """
+    try:
+        return auth_service.session_is_live(
+            db_session(), session_id=session_id, user_id=user_id, now=utcnow()
+        )
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        close_db_session()
+        return auth_service.session_is_live(
+            db_session(), session_id=session_id, user_id=user_id, now=utcnow()
+        )
 
 
 def started_writing() -> bool:

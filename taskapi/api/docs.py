@@ -163,7 +163,7 @@ def _operation(
     if op.body is not None:
         schema = refs[(op.body, "validation")]
         content = {media: {"schema": schema} for media in op.media_types}
-        result["requestBody"] = {"required": True, "content": content}
+        result["requestBody"] = {"required": not op.body_optional, "content": content}
     return result
 
 

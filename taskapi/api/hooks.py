@@ -8,11 +8,13 @@ import re
 import sys
 import uuid
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from flask import Flask, Response, g, request
 
+from taskapi.api.deps import session_is_live
 from taskapi.errors import ApiError, invalid_json, payload_too_large
-from taskapi.security import read_credentials
+from taskapi.security import resolve_caller
 from taskapi.settings import Settings
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -31,7 +33,7 @@ def _read_credentials(app: Flask) -> None:
         return
     operation = getattr(app.view_functions.get(request.endpoint or ""), "operation", None)
     if operation is not None and operation.auth is not None:
-        g.credentials = read_credentials(operation.auth)
+        g.credentials = resolve_caller(operation.auth, session_is_live)
 
 
 log = logging.getLogger("taskapi.hooks")
@@ -101,6 +103,20 @@ def _check_body_size(limit: int, timeout: int) -> None:
     else:
         environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
     environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+class FoldHostCase:
+    """WSGI middleware: host names are case-insensitive (RFC 9110), and Flask's trusted-host
+    check is not, so the Host header is folded before routing checks it."""
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        host = environ.get("HTTP_HOST")
+        if host:
+            environ["HTTP_HOST"] = host.lower()
+        return self.wsgi_app(environ, start_response)
 
 
 def install_request_hooks(app: Flask, settings: Settings) -> None:

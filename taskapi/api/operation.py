@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 
 from taskapi.api.deps import close_db_session, session_is_live, started_writing
-from taskapi.api.parsing import check_media_type, parse_body, parse_query
+from taskapi.api.parsing import check_media_type, has_body, parse_body, parse_query
 from taskapi.security import authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,6 +49,7 @@ class Operation:
     rate_limited: bool = True
     uses_database: bool = True
     ok_media: str = "application/json"
+    body_optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def operation(
     rate_limited: bool = True,
     uses_database: bool = True,
     ok_media: str = "application/json",
+    body_optional: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Response]]:
     """Validate and document a view; the view receives ``body=`` and ``query=`` as declared.
 
@@ -136,18 +138,20 @@ def operation(
             rate_limited=rate_limited,
             uses_database=uses_database,
             ok_media=ok_media,
+            body_optional=body_optional,
         )
 
         def run(*args: Any, **kwargs: Any) -> Response:
             if auth is not None:
                 authenticate(auth, session_is_live)
-            if body is not None:
+            takes_body = body is not None and not (body_optional and not has_body())
+            if takes_body:
                 check_media_type(media_types)
             parsed_query = parse_query(query)
             if query is not None:
                 kwargs["query"] = parsed_query
             if body is not None:
-                kwargs["body"] = parse_body(body)
+                kwargs["body"] = parse_body(body) if takes_body else None
             return respond(spec, view(*args, **kwargs))
 
         @wraps(view)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -23,6 +24,11 @@ from taskapi.errors import ApiError, invalid_json, not_found, validation_error
 
 MAX_NUMBER_CHARS = 100
 MAX_NESTING_DEPTH = 32
+
+
+CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
+)
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:
@@ -146,6 +152,11 @@ def _load_json_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
+def has_body() -> bool:
+    """Whether the request carries a body (an empty one counts as none)."""
+    return bool(request.content_length) or bool(request.get_data(cache=True))
+
+
 def check_media_type(media_types: tuple[str, ...]) -> None:
     """415 for a body in any other media type (checked before every 400)."""
     if request.mimetype not in media_types:
@@ -194,7 +205,10 @@ def parse_query(model: type[BaseModel] | None) -> BaseModel | None:
 
 
 def parse_id(text: str) -> uuid.UUID:
-    """A path id; one that is not a UUID is simply not found."""
+    """A path id; one that is not a UUID in its canonical form is simply not found
+    (Python's parser would also take braces, ``urn:uuid:`` and other scripts' digits)."""
+    if not CANONICAL_UUID.fullmatch(text):
+        raise not_found()
     try:
         return uuid.UUID(text)
     except ValueError:

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from taskapi.schemas.common import QueryModel, RequestModel, Text, Timestamp
+from taskapi.schemas.common import QueryInt, QueryModel, RequestModel, Text, Timestamp
 from taskapi.schemas.passwords import check_password_policy
 
 EMAIL_MAX = 254
@@ -54,6 +54,15 @@ class LoginBody(RequestModel):
     refresh_cookie: bool = Field(
         default=False,
         description="Keep the refresh token in an HttpOnly cookie and return csrf_token instead.",
+    )
+
+
+class RefreshBody(RequestModel):
+    """``POST /auth/refresh`` in body mode, for clients that cannot set a header."""
+
+    refresh_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="The refresh token, when not sent as Authorization: Bearer or a cookie",
     )
 
 
@@ -122,7 +131,7 @@ class SessionPublic(BaseModel):
 class SessionListQuery(QueryModel):
     """Query parameters of ``GET /auth/sessions``."""
 
-    limit: int = Field(default=50, ge=1, le=100)
+    limit: QueryInt = Field(default=50, ge=1, le=100)
     cursor: str | None = Field(
         default=None, min_length=1, max_length=2048, description="From next_cursor"
     )

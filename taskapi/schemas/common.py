@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+# ASCII digits only, and \Z: "$" would also accept a trailing newline.
 RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII
 )
+WHOLE_NUMBER = re.compile(r"[0-9]{1,9}", re.ASCII)
 
 
 def _no_nul(value: str) -> str:
@@ -50,7 +52,15 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def _plain_digits(value: object) -> object:
+    """A query number is plain ASCII digits: not "+5", " 5", "1_0" or other scripts' digits."""
+    if isinstance(value, str) and not WHOLE_NUMBER.fullmatch(value):
+        raise ValueError("must be a whole number written with the digits 0-9")
+    return value
+
+
 Text = Annotated[str, AfterValidator(_no_nul)]
+QueryInt = Annotated[int, BeforeValidator(_plain_digits)]
 InputTimestamp = Annotated[
     datetime,
     BeforeValidator(_rfc3339_string),

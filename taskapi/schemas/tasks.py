@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from taskapi.schemas.common import (
     InputTimestamp,
+    QueryInt,
     QueryModel,
     RequestModel,
     Text,
@@ -149,7 +150,7 @@ class TaskPage(BaseModel):
 class TaskListQuery(QueryModel):
     """Query parameters of ``GET /tasks``; every one is validated."""
 
-    limit: int = Field(default=50, ge=1, le=100)
+    limit: QueryInt = Field(default=50, ge=1, le=100)
     cursor: str | None = Field(
         default=None, min_length=1, max_length=2048, description="From next_cursor"
     )
@@ -178,7 +179,7 @@ class ChangesQuery(QueryModel):
     """Query of ``GET /tasks/changes``."""
 
     since: str | None = Field(default=None, max_length=2048, description="The previous page's next")
-    limit: int = Field(default=100, ge=1, le=500)
+    limit: QueryInt = Field(default=100, ge=1, le=500)
 
 
 class ChangeItem(BaseModel):

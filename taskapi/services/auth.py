@@ -274,7 +274,7 @@ def list_sessions(
     """One page of the user's live sessions, newest first, in keyset order."""
     statement = select(Session).where(*_live(user_id, now))
     if cursor is not None:
-        position = _session_position(cursor, key=key)
+        position = _session_position(cursor, key=key, user_id=user_id)
         statement = statement.where(tuple_(Session.created_at, Session.id) < tuple_(*position))
     statement = statement.order_by(Session.created_at.desc(), Session.id.desc())
     rows = list(db.scalars(statement.limit(limit + 1)))
@@ -282,14 +282,16 @@ def list_sessions(
     next_cursor = None
     if more:
         last = items[-1]
-        payload = {"c": last.created_at.isoformat(), "i": str(last.id)}
+        payload = {"c": last.created_at.isoformat(), "i": str(last.id), "u": str(user_id)}
         next_cursor = seal(payload, key=key, purpose=SESSIONS_CURSOR)
     return SessionPageResult(items, next_cursor)
 
 
-def _session_position(cursor: str, *, key: bytes) -> tuple[datetime, uuid.UUID]:
-    """The (created_at, id) a sessions cursor continues after."""
+def _session_position(cursor: str, *, key: bytes, user_id: uuid.UUID) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) a sessions cursor of this user continues after."""
     payload = open_token(cursor, key=key, purpose=SESSIONS_CURSOR, field="cursor")
+    if payload.get("u") != str(user_id):
+        raise BadToken("cursor")
     try:
         return datetime.fromisoformat(payload["c"]), uuid.UUID(payload["i"])
     except (KeyError, TypeError, ValueError):

@@ -40,9 +40,14 @@ class TaskFilters:
     due_before: datetime | None = None
     due_after: datetime | None = None
 
-    def digest(self, sort: str) -> str:
-        """A short fingerprint of sort and filters, stored in the cursor."""
-        return hashlib.sha256(repr((sort, self)).encode()).hexdigest()[:16]
+    def digest(self, sort: str, user_id: uuid.UUID) -> str:
+        """A short fingerprint of the listing (whose, sort, filters), stored in the cursor.
+
+        Binding the cursor to its user matters even though it is encrypted: replayed by
+        someone else against their own tasks, a title-sorted cursor would be an oracle that
+        compares their titles with the hidden one.
+        """
+        return hashlib.sha256(repr((str(user_id), sort, self)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -127,13 +132,13 @@ def _after(columns: list[Any], values: list[Any], descending: bool) -> ColumnEle
 
 
 def _cursor_values(
-    cursor: str | None, *, filters: TaskFilters, sort: str, key: bytes
+    cursor: str | None, *, filters: TaskFilters, sort: str, key: bytes, user_id: uuid.UUID
 ) -> list[Any] | None:
     """The sort key a cursor continues after; 400 for one forged or from another listing."""
     if cursor is None:
         return None
     payload = open_token(cursor, key=key, purpose=CURSOR_PURPOSE, field="cursor")
-    if payload.get("f") != filters.digest(sort) or not isinstance(payload.get("k"), list):
+    if payload.get("f") != filters.digest(sort, user_id) or not isinstance(payload.get("k"), list):
         raise BadToken("cursor")
     try:
         values = _decode_key(payload["k"], sort)
@@ -197,7 +202,7 @@ def list_tasks(
 ) -> TaskPageResult:
     """One page of the user's tasks, in keyset order; costs the same on any page."""
     conditions = [Task.owner_id == user_id, *_where(filters, db.get_bind().dialect.name)]
-    values = _cursor_values(cursor, filters=filters, sort=sort, key=key)
+    values = _cursor_values(cursor, filters=filters, sort=sort, key=key, user_id=user_id)
     if sort.lstrip("-") == "due_at":
         statement = _due_at_page(conditions, values, sort.startswith("-"), limit)
     else:
@@ -207,7 +212,7 @@ def list_tasks(
     next_cursor = None
     if more:
         next_cursor = seal(
-            {"f": filters.digest(sort), "k": _key_of(items[-1], sort)},
+            {"f": filters.digest(sort, user_id), "k": _key_of(items[-1], sort)},
             key=key,
             purpose=CURSOR_PURPOSE,
         )
