@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, select, tuple_, update
+from sqlalchemy import ColumnElement, bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
@@ -123,14 +123,25 @@ def _revoke_oldest(db: DbSession, *, user_id: uuid.UUID, now: datetime, keep: in
 def session_is_live(
     db: DbSession, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime
 ) -> bool:
-    """True when the session exists, belongs to the user, and is neither revoked nor expired."""
-    row = db.get(Session, session_id)
-    return (
-        row is not None
-        and row.user_id == user_id
-        and row.revoked_at is None
-        and row.expires_at > now
+    """True when the session exists, belongs to the user, and is neither revoked nor expired.
+
+    A primary-key lookup of one column, not an ORM entity: it runs on every authenticated
+    request, and loading a full row into the identity map costs more than the round trip.
+    """
+    found = db.execute(_LIVE_SESSION, {"sid": session_id, "uid": user_id, "now": now})
+    return found.first() is not None
+
+
+_LIVE_SESSION = (
+    select(Session.id)
+    .where(
+        Session.id == bindparam("sid"),
+        Session.user_id == bindparam("uid"),
+        Session.revoked_at.is_(None),
+        Session.expires_at > bindparam("now"),
     )
+    .limit(1)
+)
 
 
 def rotate_refresh_token(
