@@ -188,6 +188,15 @@ def _refuse_stray_statement(state: ORMExecuteState) -> None:
         raise WriteOutsideUnitOfWork("a write statement ran outside db.write()")
 
 
+def release_connection(session: Session) -> None:
+    """End the session's reads and give its connection back to the pool, before slow work
+    (bcrypt): otherwise a login storm holds every pooled connection while it waits for the
+    CPU, and reads time out waiting for one. Loaded objects stay usable."""
+    if _writing(session):
+        raise WriteOutsideUnitOfWork("release_connection() inside a unit of work")
+    session.commit()
+
+
 def reads_in_autocommit(engine: Engine) -> Engine:
     """The engine the app's sessions use: on PostgreSQL, statements outside a unit of work
     run in autocommit, so a read is one round trip, without a BEGIN and ROLLBACK around it.

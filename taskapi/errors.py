@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, SecurityError
 
 log = logging.getLogger("taskapi.errors")
@@ -227,9 +228,12 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
-    def handle_database_outage(exc: DBAPIError) -> Response:
-        """The database is unreachable: 503; the pool reconnects by itself when it returns."""
-        log.warning("database unavailable (request %s): %s", g.get("request_id"), exc.orig)
+    @app.errorhandler(PoolTimeoutError)
+    def handle_database_outage(exc: DBAPIError | PoolTimeoutError) -> Response:
+        """The database is unreachable, or every pooled connection stayed busy: 503; the
+        pool reconnects by itself when the database returns."""
+        reason = getattr(exc, "orig", None) or exc
+        log.warning("database unavailable (request %s): %s", g.get("request_id"), reason)
         return error_response(
             ApiError(503, "unavailable", "The service is temporarily unavailable.")
         )

@@ -4,6 +4,8 @@ clearing, and the house rules (units of work, domain errors, declared responses)
 from __future__ import annotations
 
 import ast
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -358,3 +360,53 @@ def test_only_canonical_uuids_name_a_task(alice: User, form: str, status: int) -
     """A task is found by its canonical id only; other spellings are simply not found."""
     task_id = alice.create_task()["id"]
     assert alice.request("GET", f"{TASKS}/{form % task_id}").status_code == status
+
+
+def _hold_connections(app: Flask, count: int) -> list[Any]:
+    """Check out ``count`` of the app's pooled connections (the caller closes them)."""
+    return [engine_of(app).connect() for _ in range(count)]
+
+
+def _pool_capacity(app: Flask) -> int:
+    """How many connections the app's pool hands out at most."""
+    pool: Any = engine_of(app).pool
+    return int(pool.size() + pool._max_overflow)
+
+
+def test_bcrypt_holds_no_pooled_connection(
+    make_app: Callable[..., Flask], is_postgres: bool
+) -> None:
+    """While a login hashes, its connection is back in the pool: with every other connection
+    busy, a read still gets one at once instead of queueing behind bcrypt."""
+    if not is_postgres:
+        pytest.skip("SQLite has no connection pool limit")
+    app = make_app(bcrypt_rounds=14)
+    client = app.test_client()
+    reader = _user(client)
+    held = _hold_connections(app, _pool_capacity(app) - 1)
+    try:
+        thread = threading.Thread(target=lambda: login(app.test_client(), reader.email))
+        thread.start()
+        time.sleep(0.3)  # the login has read its user and is hashing now
+        assert thread.is_alive()
+        assert reader.request("GET", f"{AUTH}/me").status_code == 200
+        assert thread.is_alive(), "the read waited for the login's bcrypt"
+        thread.join()
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def test_an_exhausted_pool_is_503(make_app: Callable[..., Flask], is_postgres: bool) -> None:
+    """Every pooled connection busy past the pool timeout: 503 unavailable, not a 500."""
+    if not is_postgres:
+        pytest.skip("SQLite has no connection pool limit")
+    app = make_app()
+    user = _user(app.test_client())
+    held = _hold_connections(app, _pool_capacity(app))
+    try:
+        answer = user.request("GET", f"{AUTH}/me")
+    finally:
+        for connection in held:
+            connection.close()
+    assert answer.status_code == 503 and answer.json["code"] == "unavailable"

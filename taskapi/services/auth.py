@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
-from taskapi.db import write
+from taskapi.db import release_connection, write
 from taskapi.errors import (
     BadToken,
     EmailTaken,
@@ -59,6 +59,7 @@ def register(db: DbSession, *, email: str, password: str, name: str, rounds: int
 def authenticate(db: DbSession, *, email: str, password: str, rounds: int) -> User:
     """The user with these credentials; unknown emails cost one bcrypt check too."""
     user = db.scalar(select(User).where(User.email == email))
+    release_connection(db)  # bcrypt (and its queue in a login storm) must not hold it
     if user is None:
         verify_password(password, dummy_hash(rounds))
         raise InvalidCredentials()
@@ -249,6 +250,7 @@ def change_password(
 def check_password(db: DbSession, *, user_id: uuid.UUID, password: str) -> None:
     """A signed-in user's password re-check; ``WrongPassword`` when it does not match."""
     user = get_user(db, user_id=user_id)
+    release_connection(db)  # bcrypt must not hold a pooled connection
     if not verify_password(password, user.password_hash):
         raise WrongPassword()
 
