@@ -13,10 +13,13 @@ import hashlib
 import hmac
 import json
 import re
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Literal
 
 import jwt
@@ -81,14 +84,35 @@ def token_answer(user_id: uuid.UUID, grant: RefreshGrant, *, cookie: bool) -> di
 
 
 def decode(token: str, *, allow_expired: bool = False) -> dict[str, Any]:
-    """The claims of a token this server signed; raises ``jwt.InvalidTokenError`` otherwise."""
+    """The claims of a token this server signed; raises ``jwt.InvalidTokenError`` otherwise.
+
+    The signature check of a token string is remembered (a client sends the same access
+    token for 15 minutes); the times in it are checked on every call.
+    """
+    claims = dict(_signed_claims(current_app.config["JWT_SECRET_KEY"], token))
+    now = time.time()
+    if not allow_expired and claims["exp"] <= now:
+        raise jwt.ExpiredSignatureError("Signature has expired")
+    if claims.get("nbf", 0) > now:
+        raise jwt.ImmatureSignatureError("The token is not yet valid (nbf)")
+    return claims
+
+
+@lru_cache(maxsize=4096)
+def _signed_claims(secret: str, token: str) -> Mapping[str, Any]:
+    """Verify a token's signature, algorithm and required claims (not its times), once."""
     claims: dict[str, Any] = jwt.decode(
         token,
-        current_app.config["JWT_SECRET_KEY"],
+        secret,
         algorithms=["HS256"],
-        options={"require": REQUIRED_CLAIMS, "verify_exp": not allow_expired},
-    )
-    return claims
+        options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False,
+                 "verify_iat": False},
+    )  # fmt: skip
+    if not isinstance(claims.get("exp"), int | float) or not isinstance(
+        claims.get("nbf", 0), int | float
+    ):
+        raise jwt.InvalidTokenError("exp and nbf must be numbers")
+    return MappingProxyType(claims)
 
 
 # --- the caller ------------------------------------------------------------------------------

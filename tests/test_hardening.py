@@ -410,3 +410,13 @@ def test_an_exhausted_pool_is_503(make_app: Callable[..., Flask], is_postgres: b
         for connection in held:
             connection.close()
     assert answer.status_code == 503 and answer.json["code"] == "unavailable"
+
+
+def test_a_token_seen_before_still_expires(make_app: Callable[..., Flask]) -> None:
+    """The remembered signature check of a token never outlives the token's exp."""
+    app = make_app(access_token_seconds=1)
+    user = _user(app.test_client())
+    assert user.request("GET", f"{AUTH}/me").status_code == 200
+    time.sleep(1.1)
+    expired = user.request("GET", f"{AUTH}/me")
+    assert expired.status_code == 401 and expired.json["code"] == "token_expired"
