@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     Uuid,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from taskapi.db import Base, UTCDateTime, utcnow
@@ -77,6 +78,12 @@ class Task(Base):
             postgresql_ops={"title": "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql"),
         Index(
+            "ix_tasks_tags_gin",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+        ).ddl_if(dialect="postgresql"),
+        Index(
             "ix_tasks_notes_trgm",
             "notes",
             postgresql_using="gin",
@@ -93,7 +100,10 @@ class Task(Base):
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # Stored as 0..3 so that sorting by priority is a plain integer order.
     priority: Mapped[int] = mapped_column(SmallInteger, default=0)
-    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # jsonb on PostgreSQL, so that a GIN index serves "tasks carrying this tag" (@>).
+    tags: Mapped[list[str]] = mapped_column(
+        JSON().with_variant(JSONB(), "postgresql"), default=list
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -16,8 +16,10 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    type_coerce,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased
 
@@ -88,11 +90,10 @@ def _contains_text(q: str, dialect: str) -> ColumnElement[bool]:
 
 
 def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
-    """Whether the task's JSON tag array holds ``tag`` exactly."""
+    """Whether the task's JSON tag array holds ``tag`` exactly (on PostgreSQL, jsonb ``@>``
+    served by the tags GIN index)."""
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import JSONB
-
-        return func.cast(Task.tags, JSONB).contains(func.jsonb_build_array(tag))
+        return type_coerce(Task.tags, JSONB).contains([tag])
     each = func.json_each(Task.tags).table_valued("value")
     return exists(select(1).select_from(each).where(each.c.value == tag))
 
