@@ -71,13 +71,7 @@ def seed(url: str, count: int) -> tuple[str, str]:
 
 def timed(client: Any, url: str, headers: dict[str, str], runs: int) -> float:
     """Median milliseconds of ``runs`` GETs of ``url``."""
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        answer = client.get(url, headers=headers)
-        samples.append((time.perf_counter() - started) * 1000)
-        assert answer.status_code == 200, answer.json
-    return statistics.median(samples)
+    return statistics.median(samples_ms(client, url, headers, runs))
 
 
 def deep_cursor(client: Any, headers: dict[str, str], pages: int) -> str:

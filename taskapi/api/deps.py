@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app, g
 from sqlalchemy import Engine
@@ -16,6 +16,8 @@ from taskapi.db import session_has_written, utcnow
 from taskapi.limits import Counters, PasswordGuard
 from taskapi.services import auth as auth_service
 from taskapi.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,19 +61,25 @@ def session_is_live(session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
     """One primary-key lookup per authenticated request: is the token's session alive?
 
     It is the request's first statement, so it is where a pooled connection that died (a
-    database restart) shows: the pool then reconnects, and the lookup runs once more.
+    database restart) shows.
     """
-    try:
-        return auth_service.session_is_live(
+    return once_more_if_the_connection_died(
+        lambda: auth_service.session_is_live(
             db_session(), session_id=session_id, user_id=user_id, now=utcnow()
         )
+    )
+
+
+def once_more_if_the_connection_died(call: Callable[[], T]) -> T:
+    """Run ``call``; if a pooled connection turned out dead (the database restarted), the pool
+    now reconnects, so run it once more on a fresh session, provided nothing was written."""
+    try:
+        return call()
     except DBAPIError as error:
-        if not error.connection_invalidated:
+        if not error.connection_invalidated or started_writing():
             raise
         close_db_session()
-        return auth_service.session_is_live(
-            db_session(), session_id=session_id, user_id=user_id, now=utcnow()
-        )
+        return call()
 
 
 def started_writing() -> bool:

@@ -16,9 +16,8 @@ from typing import Any, Literal, TypeVar
 
 from flask import Response
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError
 
-from taskapi.api.deps import close_db_session, session_is_live, started_writing
+from taskapi.api.deps import once_more_if_the_connection_died, session_is_live
 from taskapi.api.parsing import check_media_type, has_body, parse_body, parse_query
 from taskapi.security import authenticate
 
@@ -156,15 +155,7 @@ def operation(
 
         @wraps(view)
         def validated(*args: Any, **kwargs: Any) -> Response:
-            try:
-                return run(*args, **kwargs)
-            except DBAPIError as error:
-                # A pooled connection died (the database restarted): the pool now reconnects.
-                # Nothing was written yet, so the request runs once more on a fresh connection.
-                if not error.connection_invalidated or started_writing():
-                    raise
-                close_db_session()
-                return run(*args, **kwargs)
+            return once_more_if_the_connection_died(lambda: run(*args, **kwargs))
 
         validated.operation = spec  # type: ignore[attr-defined]
         return validated
