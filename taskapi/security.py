@@ -37,6 +37,10 @@ CSRF_HEADER = "X-CSRF-TOKEN"
 BEARER = re.compile(r"^bearer[ \t]+([A-Za-z0-9._~+/-]+=*)[ \t]*$", re.IGNORECASE)
 BEARER_MENTIONED = re.compile(r"(?:^|,)[ \t]*bearer(?:[ \t]|$)", re.IGNORECASE)
 TokenKind = Literal["access", "refresh"]
+# What a route's guard accepts: a token kind, or the refresh cookie alone (``/auth/csrf``), or
+# the access token or the refresh cookie (``/auth/logout``, which must work after the access
+# token expired).
+Guard = Literal["access", "refresh", "refresh_cookie", "access_or_cookie"]
 Via = Literal["access_token", "refresh_token", "refresh_cookie"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti", "type"]
 
@@ -44,10 +48,20 @@ REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti", "type"]
 # --- tokens ----------------------------------------------------------------------------------
 
 
-def csrf_token_for(jti: str) -> str:
-    """The CSRF value bound to one refresh token, derivable again for the grace answer."""
-    key = current_app.config["JWT_SECRET_KEY"].encode()
-    return hmac.new(key, f"csrf:{jti}".encode(), hashlib.sha256).hexdigest()[:32]
+def csrf_token_for(session_id: uuid.UUID) -> str:
+    """The CSRF value of a session: the same across refreshes, so every tab can use it.
+
+    Derived (an HMAC of the session id under a key kept for this purpose alone) rather than
+    stored; it ends with the session, and ``GET /auth/csrf`` can hand it back after a reload.
+    """
+    key = _csrf_key(current_app.config["JWT_SECRET_KEY"])
+    return hmac.new(key, str(session_id).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@lru_cache(maxsize=4)
+def _csrf_key(secret: str) -> bytes:
+    """The CSRF derivation key: no other use of the secret can produce or reveal its values."""
+    return hmac.new(secret.encode(), b"taskapi csrf v2", hashlib.sha256).digest()
 
 
 def encode_refresh_token(user_id: uuid.UUID, grant: RefreshGrant) -> str:
@@ -59,7 +73,6 @@ def encode_refresh_token(user_id: uuid.UUID, grant: RefreshGrant) -> str:
         "iat": issued,
         "nbf": issued,
         "exp": int(grant.expires_at.timestamp()),
-        "csrf": csrf_token_for(grant.jti),
     }
     return str(create_refresh_token(str(user_id), expires_delta=False, additional_claims=claims))
 
@@ -77,7 +90,7 @@ def token_answer(user_id: uuid.UUID, grant: RefreshGrant, *, cookie: bool) -> di
         "expires_in": int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds()),
     }
     if cookie:
-        body["csrf_token"] = csrf_token_for(grant.jti)
+        body["csrf_token"] = csrf_token_for(grant.session_id)
     else:
         body["refresh_token"] = encode_refresh_token(user_id, grant)
     return body
@@ -175,15 +188,26 @@ def _body_refresh_token() -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-def read_credentials(kind: TokenKind) -> Credentials:
-    """Decode the credentials a guard of ``kind`` would check; errors are kept, not raised.
+def read_credentials(guard: Guard) -> Credentials:
+    """Decode the credentials ``guard`` would check; errors are kept, not raised.
 
     Refresh routes look at the refresh cookie first (an SPA's Bearer access token must not
     hide its cookie), then the Authorization header, then a JSON body's ``refresh_token``.
+    Logout takes the refresh cookie when it holds a token we signed, else the access token.
     """
-    cookie = request.cookies.get(REFRESH_COOKIE_NAME) if kind == "refresh" else None
+    cookie = request.cookies.get(REFRESH_COOKIE_NAME) if guard != "access" else None
+    if guard == "refresh_cookie":
+        if not cookie:
+            message = "The refresh cookie is required (log in with refresh_cookie=true)."
+            return Credentials(
+                sent=False, error=unauthorized("unauthorized", message, token_sent=False)
+            )
+        return _decoded(cookie, "refresh", "refresh_cookie")
     if cookie:
-        return _decoded(cookie, kind, "refresh_cookie")
+        from_cookie = _decoded(cookie, "refresh", "refresh_cookie")
+        if guard == "refresh" or from_cookie.error is None:
+            return from_cookie
+    kind: TokenKind = "refresh" if guard == "refresh" else "access"
     token, sent = _bearer_token()
     if token is None and kind == "refresh" and not sent:
         token = _body_refresh_token()
@@ -223,13 +247,13 @@ def credentials() -> Credentials:
 
 
 def resolve_caller(
-    kind: TokenKind, session_is_live: Callable[[uuid.UUID, uuid.UUID], bool]
+    guard: Guard, session_is_live: Callable[[uuid.UUID, uuid.UUID], bool]
 ) -> Credentials:
     """Read the credentials and check their session (one primary-key lookup), once.
 
     Runs before the rate limiter, so only a live session's user is counted as that user.
     """
-    creds = read_credentials(kind)
+    creds = read_credentials(guard)
     if creds.claims is None:
         return creds
     user_id, session_id = uuid.UUID(str(creds.claims["sub"])), uuid.UUID(str(creds.claims["sid"]))
@@ -238,18 +262,22 @@ def resolve_caller(
     return creds
 
 
-def authenticate(kind: TokenKind, session_is_live: Callable[[uuid.UUID, uuid.UUID], bool]) -> None:
-    """The guard: 401 unless the credentials hold a live session; 403 for a cookie without CSRF."""
-    creds = g.get("credentials") or resolve_caller(kind, session_is_live)
+def authenticate(guard: Guard, session_is_live: Callable[[uuid.UUID, uuid.UUID], bool]) -> None:
+    """The guard: 401 unless the credentials hold a live session; 403 for a cookie without CSRF.
+
+    ``/auth/csrf`` alone takes the cookie without the header: it is how a reloaded page gets
+    the value back, and only allowlisted origins can read its answer.
+    """
+    creds = g.get("credentials") or resolve_caller(guard, session_is_live)
     if creds.error is not None:
         raise creds.error
     claims = creds.claims
     assert claims is not None and creds.via is not None
-    if creds.via == "refresh_cookie":
-        check_csrf(str(claims.get("csrf", "")))
+    user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
+    if creds.via == "refresh_cookie" and guard != "refresh_cookie":
+        check_csrf(csrf_token_for(session_id))
     if not creds.live:
         raise unauthorized("token_revoked", "The token's session has ended.", token_sent=True)
-    user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
     g.principal = Principal(user_id, session_id, creds.via, str(claims["jti"]))
 
 
@@ -293,9 +321,11 @@ def jwt_config(settings: Settings) -> dict[str, Any]:
         "JWT_COOKIE_SAMESITE": settings.cookie_samesite,
         "JWT_COOKIE_DOMAIN": settings.cookie_domain,
         "JWT_SESSION_COOKIE": False,
-        "JWT_COOKIE_CSRF_PROTECT": True,
+        # We check CSRF ourselves against the session's value (``check_csrf``); with this on,
+        # the library would put a random "csrf" claim in each token, so re-encoding a grant
+        # (the grace answer) would no longer give the same refresh token.
+        "JWT_COOKIE_CSRF_PROTECT": False,
         "JWT_CSRF_IN_COOKIES": False,
-        "JWT_CSRF_CHECK_FORM": False,
     }
 
 

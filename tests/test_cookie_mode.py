@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from taskapi.settings import Settings
 from tests.conftest import PASSWORD, User, login
+from tests.support import assert_error, cors_headers
 
 COOKIE = "taskapi_refresh"
 AUTH_PATH = "/api/v1/auth"
@@ -67,7 +69,7 @@ def test_refresh_requires_matching_csrf_header(client: FlaskClient, alice: User)
     answer = refresh(client, body["csrf_token"])
     assert answer.status_code == 200, answer.json
     assert "refresh_token" not in answer.json
-    assert answer.json["csrf_token"] != body["csrf_token"]
+    assert answer.json["csrf_token"] == body["csrf_token"]  # bound to the session
     assert current_cookie(client) != first_cookie
     me = client.get(
         f"{AUTH_PATH}/me", headers={"Authorization": f"Bearer {answer.json['access_token']}"}
@@ -110,7 +112,7 @@ def test_reused_cookie_revokes_the_session(
     assert me.json["code"] == "token_revoked"
     client.delete_cookie(COOKIE, path=AUTH_PATH)
     client.set_cookie(COOKIE, old_cookie, path=AUTH_PATH)
-    assert refresh(client, new_csrf).status_code in (401, 403)
+    assert_error(refresh(client, new_csrf), 401, "token_revoked")
 
 
 def test_grace_answer_repeats_successor_and_csrf(client: FlaskClient, alice: User) -> None:
@@ -202,3 +204,132 @@ def test_password_still_required_for_login(client: FlaskClient, alice: User) -> 
     answer = login(client, alice.email, PASSWORD + "x", refresh_cookie=True)
     assert answer.status_code == 401
     assert "Set-Cookie" not in answer.headers
+
+
+# --- session restore, tabs and logout without an access token (issue 9) ----------------------
+
+
+def get_csrf(client: FlaskClient, **headers: str) -> Any:
+    """GET /auth/csrf with the client's cookie jar."""
+    return client.get(f"{AUTH_PATH}/csrf", headers=headers)
+
+
+def reloaded_page(app: Flask, cookie: str) -> FlaskClient:
+    """A browser tab that holds the refresh cookie and nothing else (after a reload)."""
+    tab = app.test_client()
+    tab.set_cookie(COOKIE, cookie, path=AUTH_PATH)
+    return tab
+
+
+def test_reload_restores_the_session_from_the_cookie_alone(
+    app: Flask, client: FlaskClient, alice: User
+) -> None:
+    """A page with only the cookie gets the csrf_token back, refreshes, and is logged in."""
+    body = cookie_login(client, alice)
+    tab = reloaded_page(app, current_cookie(client))
+    answer = get_csrf(tab)
+    assert answer.status_code == 200
+    assert answer.json == {"csrf_token": body["csrf_token"]}
+    assert answer.headers["Cache-Control"] == "no-store"
+    refreshed = refresh(tab, answer.json["csrf_token"])
+    assert refreshed.status_code == 200, refreshed.json
+    token = refreshed.json["access_token"]
+    me = tab.get(f"{AUTH_PATH}/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.json["id"] == alice.id
+
+
+def test_csrf_route_needs_a_live_refresh_cookie(
+    app: Flask, client: FlaskClient, alice: User
+) -> None:
+    """No cookie, only a bearer access token, a non-refresh token, a revoked session: 401."""
+    assert_error(get_csrf(app.test_client()), 401, "unauthorized")
+    body = cookie_login(client, alice)
+    cookie = current_cookie(client)
+    with_bearer = get_csrf(app.test_client(), Authorization=f"Bearer {body['access_token']}")
+    assert_error(with_bearer, 401, "unauthorized")
+    not_refresh = reloaded_page(app, body["access_token"])  # signed by us, wrong type
+    assert_error(get_csrf(not_refresh), 401, "unauthorized")
+    logged_out = client.post(f"{AUTH_PATH}/logout", headers={"X-CSRF-TOKEN": body["csrf_token"]})
+    assert logged_out.status_code == 204
+    assert_error(get_csrf(reloaded_page(app, cookie)), 401, "token_revoked")
+
+
+def test_each_session_has_its_own_csrf_value(app: Flask, alice: User) -> None:
+    """Two logins are two sessions: one's csrf_token does not unlock the other's cookie."""
+    first, second = app.test_client(), app.test_client()
+    first_body, second_body = cookie_login(first, alice), cookie_login(second, alice)
+    assert first_body["csrf_token"] != second_body["csrf_token"]
+    assert_error(refresh(first, second_body["csrf_token"]), 403, "csrf_failed")
+    assert refresh(first, first_body["csrf_token"]).status_code == 200
+
+
+def test_two_tabs_refresh_one_after_the_other(
+    make_app: Callable[..., Flask], make_user: Callable[..., User]
+) -> None:
+    """Tab B keeps working after tab A refreshed (outside any grace): same cookie jar."""
+    browser = make_app(refresh_grace_seconds=0).test_client()  # tabs share the cookie jar
+    body = cookie_login(browser, make_user(on=browser))
+    tab_a_csrf = body["csrf_token"]
+    tab_b_csrf = get_csrf(browser).json["csrf_token"]  # tab B opened later
+    for csrf in (tab_a_csrf, tab_b_csrf, tab_a_csrf, tab_b_csrf):
+        answer = refresh(browser, csrf)
+        assert answer.status_code == 200, answer.json
+
+
+def test_logout_with_the_cookie_alone_after_the_access_token_expired(
+    app: Flask, client: FlaskClient, alice: User
+) -> None:
+    """Cookie and X-CSRF-TOKEN, an expired (or no) access token: 204, session and cookie gone."""
+    body = cookie_login(client, alice)
+    cookie = current_cookie(client)
+    expired = _expired_access_token(app, body["access_token"])
+    headers = {"Authorization": f"Bearer {expired}"}
+    assert_error(client.get(f"{AUTH_PATH}/me", headers=headers), 401, "token_expired")
+    answer = client.post(
+        f"{AUTH_PATH}/logout", headers={**headers, "X-CSRF-TOKEN": body["csrf_token"]}
+    )
+    assert answer.status_code == 204
+    assert client.get_cookie(COOKIE, path=AUTH_PATH) is None
+    assert_error(refresh(reloaded_page(app, cookie), body["csrf_token"]), 401, "token_revoked")
+    live = {"Authorization": f"Bearer {body['access_token']}"}
+    assert_error(client.get(f"{AUTH_PATH}/me", headers=live), 401, "token_revoked")
+
+
+def test_logout_with_the_cookie_needs_the_csrf_header(app: Flask, alice: User) -> None:
+    """Without an access token, the cookie alone is 403: a cross-site form cannot log you out."""
+    tab = app.test_client()
+    body = cookie_login(tab, alice)
+    assert_error(tab.post(f"{AUTH_PATH}/logout"), 403, "csrf_failed")
+    live = {"Authorization": f"Bearer {body['access_token']}"}
+    assert tab.get(f"{AUTH_PATH}/me", headers=live).status_code == 200
+
+
+def test_logout_ignores_a_cookie_we_did_not_sign(client: FlaskClient, alice: User) -> None:
+    """A junk cookie protects nothing: the access token's session is ended, the cookie cleared."""
+    client.set_cookie(COOKIE, "junk", path=AUTH_PATH)
+    answer = alice.request("POST", f"{AUTH_PATH}/logout")
+    assert answer.status_code == 204
+    assert f"{COOKIE}=;" in answer.headers["Set-Cookie"]
+    assert_error(alice.request("GET", f"{AUTH_PATH}/me"), 401, "token_revoked")
+
+
+def test_csrf_answer_is_readable_only_by_allowlisted_origins(
+    make_app: Callable[..., Flask], make_user: Callable[..., User]
+) -> None:
+    """CORS: the allowlisted origin may read it with credentials; another origin may not."""
+    allowed = "https://app.example.com"
+    browser = make_app(cors_origins=allowed).test_client()
+    cookie_login(browser, make_user(on=browser))
+    ok = get_csrf(browser, Origin=allowed)
+    assert cors_headers(ok)["Access-Control-Allow-Origin"] == allowed
+    assert cors_headers(ok)["Access-Control-Allow-Credentials"] == "true"
+    other = get_csrf(browser, Origin="https://evil.example.net")
+    assert "Access-Control-Allow-Origin" not in cors_headers(other)
+
+
+def _expired_access_token(app: Flask, token: str) -> str:
+    """The same access token re-signed with an ``exp`` in the past."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    claims["exp"] = claims["iat"] - 1
+    claims["nbf"] = claims["iat"] - 60
+    return jwt.encode(claims, app.config["JWT_SECRET_KEY"], algorithm="HS256")

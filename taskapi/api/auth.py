@@ -7,7 +7,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
 
-import jwt
 from flask import Blueprint, Response, request
 from flask_jwt_extended import set_refresh_cookies, unset_refresh_cookies
 
@@ -17,6 +16,7 @@ from taskapi.api.parsing import parse_id
 from taskapi.db import utcnow
 from taskapi.errors import NotFound
 from taskapi.schemas.auth import (
+    CsrfAnswer,
     DeleteMeBody,
     LoginAnswer,
     LoginBody,
@@ -32,8 +32,7 @@ from taskapi.schemas.auth import (
 )
 from taskapi.security import (
     REFRESH_COOKIE_NAME,
-    check_csrf,
-    decode,
+    csrf_token_for,
     encode_refresh_token,
     principal,
     token_answer,
@@ -43,7 +42,10 @@ from taskapi.services.auth import RefreshGrant
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
 TAGS = ("auth",)
-CSRF_HEADER_DOC = "Cookie mode: the csrf_token from login or the last refresh (403 otherwise)"
+CSRF_HEADER_DOC = (
+    "Cookie mode: the session's csrf_token (from login, any refresh, or GET /auth/csrf); "
+    "403 csrf_failed otherwise"
+)
 
 
 @bp.post("/register")
@@ -140,35 +142,45 @@ def refresh(body: RefreshBody | None) -> Reply:
     return Reply(token_answer(caller.user_id, grant, cookie=from_cookie), finish=cookie)
 
 
+@bp.get("/csrf")
+@operation(
+    "The CSRF value of the refresh cookie's session",
+    tags=TAGS,
+    auth="refresh_cookie",
+    ok=(200, CsrfAnswer),
+    description=(
+        "For a reloaded page or a new tab of a cookie-mode SPA: with the refresh cookie alone "
+        "(no X-CSRF-TOKEN needed), answers the session's csrf_token, which stays the same "
+        "across refreshes. 401 without a live refresh cookie. Never cached; cross-origin, only "
+        "allowlisted origins can read it."
+    ),
+)
+def get_csrf() -> CsrfAnswer:
+    """Give a page that holds only the cookie its session's CSRF value back."""
+    return CsrfAnswer(csrf_token=csrf_token_for(principal().session_id))
+
+
 @bp.post("/logout")
 @operation(
     "End this session",
     tags=TAGS,
-    auth="access",
+    auth="access_or_cookie",
     ok=(204, None),
-    errors=(403,),
     headers={"X-CSRF-TOKEN": CSRF_HEADER_DOC},
-    description="With the refresh cookie present, X-CSRF-TOKEN must match; the cookie is cleared.",
+    description=(
+        "Ends the session of the refresh cookie when the request carries one (then X-CSRF-TOKEN "
+        "must match, and the cookie is cleared), else the access token's session. With the "
+        "cookie and the header, no access token is needed: logout works after it expired."
+    ),
 )
 def logout() -> Reply:
-    """Revoke the current session; with the refresh cookie, also require CSRF and clear it."""
-    cookie = request.cookies.get(REFRESH_COOKIE_NAME)
-    if cookie is not None:
-        _check_cookie_csrf(cookie)
+    """Revoke the caller's session; a cookie-mode caller's cookie is cleared too."""
     caller = principal()
     service.revoke_session(
         db_session(), session_id=caller.session_id, user_id=caller.user_id, now=utcnow()
     )
-    return Reply(finish=unset_refresh_cookies if cookie is not None else None)
-
-
-def _check_cookie_csrf(cookie: str) -> None:
-    """A request carrying the refresh cookie must carry its X-CSRF-TOKEN too."""
-    try:
-        claims = decode(cookie, allow_expired=True)
-    except jwt.InvalidTokenError:  # a cookie we did not sign protects nothing
-        return
-    check_csrf(str(claims.get("csrf", "")))
+    had_cookie = REFRESH_COOKIE_NAME in request.cookies
+    return Reply(finish=unset_refresh_cookies if had_cookie else None)
 
 
 @bp.post("/logout-all")

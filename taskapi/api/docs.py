@@ -62,6 +62,8 @@ SECURITY_SCHEMES = {
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "access": [{"bearerAuth": []}],
     "refresh": [{"bearerAuth": []}, {"refreshCookie": [], "csrfHeader": []}],
+    "refresh_cookie": [{"refreshCookie": []}],
+    "access_or_cookie": [{"bearerAuth": []}, {"refreshCookie": [], "csrfHeader": []}],
 }
 
 
@@ -205,10 +207,14 @@ def build_openapi(app: Flask) -> dict[str, Any]:
 
 @cache
 def _swagger_dir() -> Path:
-    """The bundled Swagger UI assets (shipped in a PyPI package, so the page works offline)."""
-    import swagger_ui_bundle
+    """Swagger UI 5's dist files, shipped in the flask-swagger-ui wheel (no CDN, works offline).
 
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    Swagger UI 5 is the first major version that reads OpenAPI 3.1; the package's version
+    follows Swagger UI's, so the lock file pins exactly which UI is served.
+    """
+    import flask_swagger_ui
+
+    return Path(flask_swagger_ui.__file__).parent / "dist"
 
 
 DOCS_PAGE = """<!doctype html>

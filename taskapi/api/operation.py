@@ -12,19 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from flask import Response
 from pydantic import BaseModel
 
 from taskapi.api.deps import once_more_if_the_connection_died, session_is_live
 from taskapi.api.parsing import check_media_type, has_body, parse_body, parse_query
-from taskapi.security import authenticate
+from taskapi.security import Guard, authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
 JSON_TYPES = ("application/json",)
 PATCH_TYPES = ("application/json", "application/merge-patch+json")
-Auth = Literal["access", "refresh", None]
+Auth = Guard | None
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def implied_errors(
     statuses = {400, 414, 431, 500}  # 414/431: refused by the server before the app
     if auth is not None:
         statuses.add(401)
-    if auth == "refresh":
+    if auth in ("refresh", "access_or_cookie"):
         statuses.add(403)  # the refresh cookie without its X-CSRF-TOKEN
     if body is not None:
         statuses |= {408, 413, 415}  # 408: the body did not arrive in time

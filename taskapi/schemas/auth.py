@@ -142,3 +142,12 @@ class SessionPage(BaseModel):
 
     items: list[SessionPublic]
     next_cursor: str | None = Field(description="Opaque; null exactly when no session follows")
+
+
+class CsrfAnswer(BaseModel):
+    """Answer of ``GET /auth/csrf``: the session's CSRF value, for a reloaded page or new tab."""
+
+    csrf_token: str = Field(
+        description="Send it as X-CSRF-TOKEN with the refresh cookie; the same for the whole "
+        "session (every refresh returns it again)"
+    )
