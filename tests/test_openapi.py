@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +23,24 @@ DOC_URL = "/api/v1/openapi.json"
 ERROR_REF = "#/components/schemas/ErrorBody"
 NO_DATABASE = {"/api/health", DOC_URL, "/api/docs"}
 DOC_ROUTES = {DOC_URL, "/api/docs"}
+# Answered before the rate limiter counts the request: no RateLimit-* headers.
+BEFORE_LIMITER = {"408", "413", "414", "431"}
+# The codes of API.md's "Errors" table.
+CONTRACT_CODES = {
+    "invalid_json", "validation_error", "unauthorized", "token_expired", "token_revoked",
+    "invalid_credentials", "csrf_failed", "not_found", "method_not_allowed", "email_taken",
+    "idempotency_conflict", "sync_token_expired", "precondition_failed", "payload_too_large",
+    "unsupported_media_type", "precondition_required", "rate_limited", "internal_error",
+    "unavailable",
+}  # fmt: skip
+CAMEL_CASE = re.compile(r"[a-z]+(?:[A-Z][a-z0-9]*)*")
 
 # Every operation of API.md: (method, path, guard, success status, has a JSON body, extra statuses).
 CONTRACT = [
     ("post", "/api/v1/auth/register", None, 201, True, {409}),
     ("post", "/api/v1/auth/login", None, 200, True, set()),
     ("post", "/api/v1/auth/refresh", "refresh", 200, True, {403}),
+    ("get", "/api/v1/auth/csrf", "refresh_cookie", 200, False, set()),
     ("post", "/api/v1/auth/logout", "access", 204, False, {403}),
     ("post", "/api/v1/auth/logout-all", "access", 204, False, set()),
     ("get", "/api/v1/auth/me", "access", 200, False, set()),
@@ -42,6 +57,12 @@ CONTRACT = [
     ("put", "/api/v1/tasks/{}", "access", 200, True, {412, 428}),
     ("patch", "/api/v1/tasks/{}", "access", 200, True, {412, 428}),
     ("delete", "/api/v1/tasks/{}", "access", 204, False, {412, 428}),
+    # account recovery and change of email
+    ("post", "/api/v1/auth/password-reset", None, 202, True, set()),
+    ("post", "/api/v1/auth/password-reset/confirm", None, 204, True, set()),
+    ("post", "/api/v1/auth/verify-email", None, 204, True, {409}),
+    ("post", "/api/v1/auth/verify-email/resend", "access", 202, False, set()),
+    ("post", "/api/v1/auth/email", "access", 202, True, {403, 409}),
     ("get", "/api/health", None, 200, False, set()),
     ("get", "/api/ready", None, 200, False, {503}),
     ("get", DOC_URL, None, 200, False, set()),
@@ -204,11 +225,30 @@ def test_operation_declares_its_statuses(
     assert expected <= declared, f"missing {sorted(expected - declared)}"
     for status in declared - {ok, 304} - ({503} if path == "/api/ready" else set()):
         if status >= 400:
-            schema = op["responses"][str(status)]["content"]["application/json"]["schema"]
-            assert schema == {"$ref": ERROR_REF}, status
+            codes = error_codes(doc, op["responses"][str(status)])
+            assert codes, status
     for status, header in ((401, "WWW-Authenticate"), (429, "Retry-After")):
         if status in declared:
             assert header in op["responses"][str(status)].get("headers", {}), status
+    if 429 in declared:
+        assert op["responses"]["429"]["headers"]["Retry-After"]["required"] is True
+
+
+def error_codes(doc: dict[str, Any], response: dict[str, Any]) -> list[str]:
+    """The codes an error response names: in its description and, but for the refusals before
+    the app, as the enum of ``code`` in an ``allOf`` over the error body. Checks both agree."""
+    named = re.findall(r"`([a-z_]+)`", response["description"].partition("Codes:")[2])
+    schema = response["content"]["application/json"]["schema"]
+    if schema == {"$ref": ERROR_REF}:
+        assert len(named) == 1, response  # one code, said in words
+        return named
+    base, narrowed = schema["allOf"]
+    assert base == {"$ref": ERROR_REF}, schema
+    enum = narrowed["properties"]["code"]["enum"]
+    assert enum == named and narrowed["required"] == ["code"], (enum, named)
+    every = set(resolve(doc, {"$ref": ERROR_REF})["properties"]["code"]["enum"])
+    assert set(enum) <= every, set(enum) - every
+    return list(enum)
 
 
 @pytest.mark.parametrize(("method", "path", "guard", "ok", "body", "extra"), CONTRACT, ids=IDS)
@@ -219,7 +259,8 @@ def test_operation_security_and_body(
     """Guarded operations require the bearer scheme; bodies are JSON (PATCH: merge-patch too)."""
     op = ops[(method, path)]
     required = {name for option in op.get("security", doc.get("security", [])) for name in option}
-    assert bool(required & _bearer_names(doc)) == bool(guard)
+    assert bool(required) == bool(guard)
+    assert bool(required & _bearer_names(doc)) == (guard not in (None, "refresh_cookie"))
     if not body:
         assert "requestBody" not in op
         return
@@ -352,3 +393,218 @@ def test_docs_page_and_assets(doc_client: FlaskClient) -> None:
             texts.append(answer.get_data(as_text=True))
     assert any(DOC_URL in text for text in texts)
     assert doc_client.get("/api/docs/assets/nope.js").status_code == 404
+
+
+# --- what client generators need ---------------------------------------------------------------
+
+
+def _request_schemas(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every request body schema of the document, by operation id."""
+    return {op["operationId"]: resolve(doc, media["schema"])
+            for op in operations(doc).values() if "requestBody" in op
+            for media in op["requestBody"]["content"].values()}  # fmt: skip
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object inside ``node``."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def test_operation_ids_read_well_in_camel_case(ops: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Unique, camelCase, and no word twice in a row (no ``get_get_me``)."""
+    ids = [op["operationId"] for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    for op_id in ids:
+        assert CAMEL_CASE.fullmatch(op_id), op_id
+        words = [w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+", op_id)]
+        assert all(a != b for a, b in itertools.pairwise(words)), op_id
+    named = {key: ops[key]["operationId"] for key in ops}
+    assert named[("get", "/api/v1/auth/me")] == "getMe"
+    assert named[("patch", "/api/v1/tasks/{}")] == "patchTask"
+    assert named[("get", "/api/v1/tasks")] == "listTasks"
+    assert named[("post", "/api/v1/tasks")] == "createTask"
+
+
+def test_request_schemas_carry_no_defaults(doc: dict[str, Any]) -> None:
+    """Generators make a field with a ``default`` required (openapi-typescript does): request
+    schemas carry none, and require exactly the contract's required fields."""
+    schemas = _request_schemas(doc)
+    for op_id, schema in schemas.items():
+        defaults = [node for node in _walk(schema) if "default" in node]
+        assert not defaults, (op_id, defaults)
+    required = {op_id: set(schema.get("required", [])) for op_id, schema in schemas.items()}
+    assert required["register"] == {"email", "password"}
+    assert required["login"] == {"email", "password"}
+    assert required["refresh"] == set()
+    assert required["createTask"] == required["replaceTask"] == {"title"}
+    assert required["patchTask"] == set()
+    assert required["updateMe"] == {"name"}
+    patch = schemas["patchTask"]["properties"]
+    assert {"type": "null"} in patch["due_at"]["anyOf"], "null clears due_at"
+    nullable = {name for name, prop in patch.items() if "anyOf" in prop}
+    assert nullable == {"due_at", "completed_at"}, "only due_at (and ignored completed_at)"
+
+
+def test_server_set_fields_are_read_only(doc: dict[str, Any]) -> None:
+    """A client may send back what it read: server-set fields are accepted, marked readOnly,
+    typed as they are read, and never required."""
+    server_set = {"id", "completed_at", "created_at", "updated_at", "version"}
+    for op_id in ("createTask", "replaceTask", "patchTask"):
+        schema = _request_schemas(doc)[op_id]
+        assert schema["additionalProperties"] is False
+        for name in server_set:
+            prop = schema["properties"][name]
+            assert prop["readOnly"] is True and ("type" in prop or "anyOf" in prop), (op_id, name)
+        assert not server_set & set(schema.get("required", []))
+
+
+def test_response_fields_always_sent_are_required(doc: dict[str, Any]) -> None:
+    """Fields the server always sends are required; fields it leaves out are never null."""
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["TokenPair"]["required"]) == {"access_token", "token_type", "expires_in"}
+    assert schemas["TokenPair"]["properties"]["refresh_token"] == {
+        **schemas["TokenPair"]["properties"]["refresh_token"], "type": "string"}  # fmt: skip
+    assert schemas["ChangeItem"]["properties"]["task"]["$ref"].endswith("/TaskPublic")
+    assert "details" not in schemas["ErrorBody"]["required"]
+    assert schemas["ErrorBody"]["properties"]["details"]["type"] == "array"
+
+
+def test_query_parameters_are_described_booleans_are_booleans(doc: dict[str, Any]) -> None:
+    """Every query parameter has a description and no null; boolean ones are booleans."""
+    for (method, path), op in operations(doc).items():
+        for param in op["parameters"]:
+            assert param.get("description"), (method, path, param["name"])
+            if param["in"] == "query":
+                assert {"type": "null"} not in param["schema"].get("anyOf", []), param
+                assert param["schema"].get("default", 0) is not None, param
+    listing = {p["name"]: p for p in operations(doc)[("get", "/api/v1/tasks")]["parameters"]}
+    assert listing["completed"]["schema"] == {"type": "boolean"}
+    assert listing["completed"]["required"] is False
+    clear = operations(doc)[("delete", "/api/v1/tasks")]["parameters"]
+    assert clear == [{**clear[0], "schema": {"type": "boolean", "enum": [True]}, "required": True}]
+
+
+def test_boolean_query_parameters_take_true_and_false(alice: User) -> None:
+    """What a generated client sends for a boolean (``true``/``false``) is what the server
+    reads; anything else is 400."""
+    alice.create_task(title="done", completed=True)
+    alice.create_task(title="open")
+    for value, titles in (("true", ["done"]), ("false", ["open"])):
+        page = alice.request("GET", "/api/v1/tasks", query_string={"completed": value})
+        assert [task["title"] for task in page.json["items"]] == titles
+    for value in ("True", "1", "yes", ""):
+        page = alice.request("GET", "/api/v1/tasks", query_string={"completed": value})
+        assert page.status_code == 400 and page.json["details"][0]["field"] == "completed"
+
+
+def _server_codes() -> set[str]:
+    """Every code the server can put in an error body, from where it makes them."""
+    from taskapi import errors, server
+
+    codes = {code for _, code in errors.DOMAIN_STATUS.values()}
+    codes |= {code for code, _ in errors.HTTP_CODES.values()}
+    codes |= {refusal[2] for refusal in server.REFUSALS}
+    package = Path(errors.__file__).parent
+    pattern = re.compile(r'(?:ApiError\(\s*\d{3},\s*|unauthorized\(\s*|"code":\s*)"([a-z_]+)"')
+    for source in package.rglob("*.py"):
+        codes |= set(pattern.findall(source.read_text()))
+    return codes
+
+
+def test_error_codes_are_an_enum_of_every_code(doc: dict[str, Any]) -> None:
+    """``ErrorBody.code`` lists the contract's codes and every other code the server sends."""
+    enum = resolve(doc, {"$ref": ERROR_REF})["properties"]["code"]["enum"]
+    assert len(enum) == len(set(enum))
+    assert set(enum) >= CONTRACT_CODES, CONTRACT_CODES - set(enum)
+    assert set(enum) == _server_codes() | CONTRACT_CODES
+
+
+def test_error_responses_name_their_codes(ops: dict[tuple[str, str], dict[str, Any]],
+                                          doc: dict[str, Any]) -> None:  # fmt: skip
+    """Each error response names its codes; a few route-specific ones, as samples."""
+
+    def codes(method: str, path: str, status: int) -> set[str]:
+        return set(error_codes(doc, ops[(method, path)]["responses"][str(status)]))
+
+    assert codes("post", "/api/v1/auth/login", 401) >= {"invalid_credentials"}
+    assert "token_expired" not in codes("post", "/api/v1/auth/login", 401)
+    assert codes("post", "/api/v1/auth/register", 409) == {"email_taken"}
+    assert codes("post", "/api/v1/tasks", 409) == {"idempotency_conflict", "quota_exceeded"}
+    assert codes("post", "/api/v1/tasks", 400) == {"invalid_json", "validation_error"}
+    assert codes("get", "/api/v1/tasks", 400) == {"validation_error"}
+    assert codes("get", "/api/v1/tasks/{}", 401) >= {"unauthorized", "token_expired",
+                                                     "token_revoked"}  # fmt: skip
+    assert codes("post", "/api/v1/auth/refresh", 403) == {"csrf_failed"}
+    assert codes("post", "/api/v1/auth/password", 403) == {"invalid_credentials"}
+    assert codes("get", "/api/v1/tasks/changes", 410) == {"sync_token_expired"}
+    assert codes("put", "/api/v1/tasks/{}", 428) == {"precondition_required"}
+    assert codes("get", "/api/v1/tasks", 408) == {"request_timeout"}
+
+
+def test_headers_are_documented(ops: dict[tuple[str, str], dict[str, Any]],
+                                doc: dict[str, Any]) -> None:  # fmt: skip
+    """RateLimit-* wherever the limiter counted, Retry-After on 429, Set-Cookie on login,
+    refresh and logout, ETag on 304, Location and Link, and 405 with Allow."""
+    rate = {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}
+    for (method, path), op in ops.items():
+        limited = path.startswith("/api/v1") and path != DOC_URL
+        for status, response in op["responses"].items():
+            headers = set(response.get("headers", {}))
+            assert "X-Request-ID" in headers, (method, path, status)
+            counted = limited and status not in BEFORE_LIMITER and not status.startswith("5")
+            if counted:
+                assert rate <= headers, (method, path, status)
+            elif not limited or status in BEFORE_LIMITER:
+                assert not rate & headers, (method, path, status)
+    for path in ("/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout"):
+        ok = next(r for s, r in ops[("post", path)]["responses"].items() if s.startswith("2"))
+        assert "Set-Cookie" in ok["headers"], path
+    not_modified = ops[("get", "/api/v1/tasks/{}")]["responses"]["304"]
+    assert "ETag" in not_modified["headers"] and "content" not in not_modified
+    created = ops[("post", "/api/v1/tasks")]["responses"]["201"]["headers"]
+    assert {"Location", "ETag", "Idempotent-Replayed"} <= set(created)
+    assert "absolute" in created["Location"]["description"]
+    assert "Link" in ops[("get", "/api/v1/tasks")]["responses"]["200"]["headers"]
+    refused = doc["components"]["responses"]["MethodNotAllowed"]
+    assert refused["headers"]["Allow"]["required"] is True
+    assert error_codes(doc, refused) == ["method_not_allowed"]
+    assert "components/responses/MethodNotAllowed" in doc["info"]["description"]
+
+
+def test_servers_and_descriptions(ops: dict[tuple[str, str], dict[str, Any]],
+                                  doc: dict[str, Any]) -> None:  # fmt: skip
+    """A relative server (works wherever the API is served); delta sync and idempotency keys
+    are explained."""
+    assert doc["servers"] == [{**doc["servers"][0], "url": "/"}]
+    changes = ops[("get", "/api/v1/tasks/changes")]
+    assert "Without since" in changes["description"] and "410" in changes["description"]
+    since = next(p for p in changes["parameters"] if p["name"] == "since")
+    assert "beginning" in since["description"] and "410" in since["description"]
+    key = next(p for p in ops[("post", "/api/v1/tasks")]["parameters"]
+               if p["name"] == "Idempotency-Key")  # fmt: skip
+    assert "24 hours" in key["description"] and "this user" in key["description"]
+    assert {tag["name"] for tag in doc["tags"]} >= {t for op in ops.values() for t in op["tags"]}
+
+
+def test_every_component_is_used(doc: dict[str, Any]) -> None:
+    """Every component schema is referenced (redocly's no-unused-components ignores only the
+    405 response, which no operation can answer: see clients/redocly.yaml)."""
+    text = json.dumps({k: v for k, v in doc.items() if k != "components"})
+    schemas = doc["components"]["schemas"]
+    referenced = set(re.findall(r"#/components/schemas/(\w+)", text + json.dumps(schemas)))
+    assert set(schemas) <= referenced, set(schemas) - referenced
+
+
+def test_location_and_link_are_absolute(alice: User) -> None:
+    """One rule for URLs in headers: both absolute, on the request's host."""
+    first = alice.request("POST", "/api/v1/tasks", json={"title": "one"})
+    alice.request("POST", "/api/v1/tasks", json={"title": "two"})
+    assert first.headers["Location"] == f"http://localhost/api/v1/tasks/{first.json['id']}"
+    page = alice.request("GET", "/api/v1/tasks", query_string={"limit": 1})
+    assert page.headers["Link"].startswith("<http://localhost/api/v1/tasks?")

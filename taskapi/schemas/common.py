@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 # ASCII digits only, and \Z: "$" would also accept a trailing newline.
 RFC3339 = re.compile(
@@ -60,6 +69,9 @@ def _plain_digits(value: object) -> object:
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
+# Bounds go on ``str`` itself, before the NUL check: after a validator pydantic checks them as a
+# generic sequence and says "items" where a person expects "characters".
+NoNul = AfterValidator(_no_nul)
 QueryInt = Annotated[int, BeforeValidator(_plain_digits)]
 InputTimestamp = Annotated[
     datetime,
@@ -75,10 +87,55 @@ Timestamp = Annotated[
 ]
 
 
+def _plain_boolean(value: object) -> object:
+    """A query boolean is exactly ``true`` or ``false``, as generated clients write it."""
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("must be true or false")
+
+
+# A boolean query parameter: the text "true" or "false" (nothing else), documented as a boolean
+# so that generated clients take a boolean and write it the way the server reads it.
+QueryBool = Annotated[bool, BeforeValidator(_plain_boolean), WithJsonSchema({"type": "boolean"})]
+
+
+def _true(value: object) -> object:
+    """A query parameter that must say ``true``."""
+    if value != "true":
+        raise ValueError("must be true")
+    return True
+
+
+# A boolean query parameter that must be true (``DELETE /tasks?completed=true``).
+QueryTrue = Annotated[
+    Literal[True],
+    BeforeValidator(_true),
+    WithJsonSchema({"type": "boolean", "enum": [True]}),
+]
+
+
+def document_request(schema: dict[str, Any]) -> None:
+    """A request body as generators should read it: optional means optional.
+
+    JSON Schema's ``default`` is only an annotation, but generators (openapi-typescript among
+    them) turn a property with a default into a required one, so clients would have to send
+    ``"name": ""`` or ``"due_at": null`` (which wipes a date). The default moves into the
+    description, in words; the server still applies it to an omitted field.
+    """
+    for prop in schema.get("properties", {}).values():
+        if "default" not in prop:
+            continue
+        default = prop.pop("default")
+        if default is not None and not prop.get("readOnly"):
+            shown = "an empty list" if default == [] else json.dumps(default)
+            note = f"Default when omitted: {shown}."
+            prop["description"] = f"{prop['description']} {note}" if "description" in prop else note
+
+
 class RequestModel(BaseModel):
     """A request body: strict JSON types and no unknown fields."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=document_request)
 
 
 class QueryModel(BaseModel):
@@ -87,23 +144,74 @@ class QueryModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorDetail(BaseModel):
-    """One problem with one field."""
+class PublicModel(BaseModel):
+    """A response body: every field that is always sent is required in its schema (a field
+    with a default too), so generated types need no checks for what is always there."""
 
-    field: str
-    message: str
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
-class ErrorBody(BaseModel):
-    """The body of every error response."""
+def _never_null(schema: dict[str, Any]) -> None:
+    """The schema of a field left out when it is None: its value, never null."""
+    schema.pop("default", None)
+    branches = [b for b in schema.pop("anyOf", []) if b != {"type": "null"}]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
 
-    error: str = Field(description="Human-readable message")
-    code: str = Field(description="Machine-readable code, such as validation_error")
-    details: list[ErrorDetail] | None = Field(
-        default=None, description="Present for validation errors"
+
+def omitted_when_none(description: str) -> Any:
+    """A response field that is left out of the JSON when it has no value (never ``null``)."""
+    return Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description=description,
+        json_schema_extra=_never_null,
     )
 
 
-def ignored(description: str) -> Any:
-    """A server-set field a client may send back; its value is ignored."""
-    return Field(default=None, description=f"{description} Server-set; ignored on input.")
+# Every ``code`` an error body can carry. The contract's table (API.md, "Errors"), and the
+# few this server adds where the contract is silent: 409 quota_exceeded (a per-user bound),
+# the refusals of slow or oversized requests (408, 414, 431), account recovery's
+# invalid_token (400), email_unverified (403) and account_disabled (401), and the HTTP
+# server's refusals of malformed requests no browser sends (forbidden, expectation_failed,
+# not_implemented: 403, 417, 501). Clients may switch on these.
+ErrorCode = Literal[
+    "invalid_json", "validation_error", "unauthorized", "token_expired", "token_revoked",
+    "invalid_credentials", "csrf_failed", "not_found", "method_not_allowed", "email_taken",
+    "idempotency_conflict", "sync_token_expired", "precondition_failed", "payload_too_large",
+    "unsupported_media_type", "precondition_required", "rate_limited", "internal_error",
+    "unavailable", "quota_exceeded", "request_timeout", "uri_too_long", "headers_too_large",
+    "invalid_token", "email_unverified", "account_disabled",
+    "forbidden", "expectation_failed", "not_implemented",
+]  # fmt: skip
+
+
+class ErrorDetail(PublicModel):
+    """One problem with one field."""
+
+    field: str = Field(description="The field, query parameter or header, such as tags.3")
+    message: str
+
+
+class ErrorBody(PublicModel):
+    """The body of every error response."""
+
+    error: str = Field(description="Human-readable message")
+    code: ErrorCode = Field(description="Machine-readable code; each response lists its own")
+    details: list[ErrorDetail] | None = omitted_when_none("Present for validation errors")
+
+
+def ignored(description: str, schema: dict[str, Any]) -> Any:
+    """A server-set field a client may send back (what it read); its value is ignored.
+
+    Documented ``readOnly`` with the type it has when read, so a client can send back what it
+    read and generators know the server sets it; never required, never defaulted.
+    """
+
+    def document(prop: dict[str, Any]) -> None:
+        prop.clear()
+        prop.update(schema, readOnly=True, description=f"{description} Server-set; ignored.")
+
+    return Field(default=None, json_schema_extra=document)

@@ -5,16 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from taskapi.schemas.common import (
     InputTimestamp,
+    NoNul,
+    PublicModel,
+    QueryBool,
     QueryInt,
     QueryModel,
+    QueryTrue,
     RequestModel,
     Text,
     Timestamp,
+    document_request,
     ignored,
+    omitted_when_none,
 )
 
 TITLE_MAX = 200
@@ -59,7 +65,7 @@ Title = Annotated[
     AfterValidator(_trimmed_title),
     Field(json_schema_extra={"minLength": 1, "maxLength": TITLE_MAX, "pattern": r"\S"}),
 ]
-Notes = Annotated[Text, Field(max_length=NOTES_MAX)]
+Notes = Annotated[str, Field(max_length=NOTES_MAX), NoNul]
 Tags = Annotated[
     list[Annotated[Text, Field(json_schema_extra={"minLength": 1, "maxLength": TAG_MAX})]],
     Field(max_length=1000, json_schema_extra={"maxItems": TAGS_MAX}),
@@ -67,22 +73,25 @@ Tags = Annotated[
 ]
 
 
-def _drop_null_defaults(schema: dict[str, Any]) -> None:
-    """PATCH fields are optional but not nullable: document them without a null default."""
-    for prop in schema.get("properties", {}).values():
-        if prop.get("default", 0) is None and "anyOf" not in prop:
-            del prop["default"]
+def _patch_schema(schema: dict[str, Any]) -> None:
+    """PATCH fields are optional, and only ``due_at`` is nullable; send at least one."""
+    document_request(schema)
     schema["minProperties"] = 1
+
+
+DATE_TIME = {"type": "string", "format": "date-time"}
 
 
 class _ServerSetFields(RequestModel):
     """Fields a client may send back from what it read; their values are ignored."""
 
-    id: Any = ignored("The task's id.")
-    completed_at: Any = ignored("When the task was completed.")
-    created_at: Any = ignored("Creation time.")
-    updated_at: Any = ignored("Last change.")
-    version: Any = ignored("The task's version.")
+    id: Any = ignored("The task's id.", {"type": "string", "format": "uuid"})
+    completed_at: Any = ignored(
+        "When the task was completed.", {"anyOf": [DATE_TIME, {"type": "null"}]}
+    )
+    created_at: Any = ignored("Creation time.", DATE_TIME)
+    updated_at: Any = ignored("Last change.", DATE_TIME)
+    version: Any = ignored("The task's version.", {"type": "integer"})
 
 
 SERVER_SET_FIELDS = frozenset(_ServerSetFields.model_fields)
@@ -94,7 +103,7 @@ class TaskWrite(_ServerSetFields):
     title: Title
     notes: Notes = ""
     completed: bool = False
-    due_at: InputTimestamp | None = None
+    due_at: InputTimestamp | None = Field(default=None, description="null or omitted: no due date")
     priority: Priority = "none"
     tags: Tags = Field(default_factory=list)
 
@@ -102,12 +111,12 @@ class TaskWrite(_ServerSetFields):
 class TaskPatch(_ServerSetFields):
     """``PATCH /tasks/<id>``: only the fields sent change; ``null`` clears ``due_at``."""
 
-    model_config = ConfigDict(json_schema_extra=_drop_null_defaults)
+    model_config = ConfigDict(json_schema_extra=_patch_schema)
 
     title: Title = None  # type: ignore[assignment]
     notes: Notes = None  # type: ignore[assignment]
     completed: bool = None  # type: ignore[assignment]
-    due_at: InputTimestamp | None = None
+    due_at: InputTimestamp | None = Field(default=None, description="null clears the due date")
     priority: Priority = None  # type: ignore[assignment]
     tags: Tags = None  # type: ignore[assignment]
 
@@ -116,7 +125,7 @@ class TaskPatch(_ServerSetFields):
         return {name: getattr(self, name) for name in self.model_fields_set - SERVER_SET_FIELDS}
 
 
-class TaskPublic(BaseModel):
+class TaskPublic(PublicModel):
     """A task as its owner sees it."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -140,7 +149,7 @@ class TaskPublic(BaseModel):
         return PRIORITIES[value] if isinstance(value, int) else value
 
 
-class TaskPage(BaseModel):
+class TaskPage(PublicModel):
     """One page of tasks."""
 
     items: list[TaskPublic]
@@ -150,26 +159,50 @@ class TaskPage(BaseModel):
 class TaskListQuery(QueryModel):
     """Query parameters of ``GET /tasks``; every one is validated."""
 
-    limit: QueryInt = Field(default=50, ge=1, le=100)
+    limit: QueryInt = Field(default=50, ge=1, le=100, description="Tasks per page")
     cursor: str | None = Field(
-        default=None, min_length=1, max_length=2048, description="From next_cursor"
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="The previous page's next_cursor (opaque); bound to the same filters and sort",
     )
-    completed: Literal["true", "false"] | None = None
-    priority: Priority | None = None
-    tag: Text | None = Field(default=None, min_length=1, max_length=TAG_MAX)
-    q: Text | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
-    due_before: InputTimestamp | None = None
-    due_after: InputTimestamp | None = None
-    sort: SortKey = "-created_at"
+    completed: QueryBool | None = Field(
+        default=None, description="Only completed (true) or only open (false) tasks"
+    )
+    priority: Priority | None = Field(default=None, description="Only tasks of this priority")
+    tag: Text | None = Field(
+        default=None, min_length=1, max_length=TAG_MAX, description="Only tasks carrying this tag"
+    )
+    q: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=TITLE_MAX,
+        description="Case-insensitive substring of the title or the notes",
+    )
+    due_before: InputTimestamp | None = Field(
+        default=None, description="Only tasks due before this time (RFC 3339 with an offset)"
+    )
+    due_after: InputTimestamp | None = Field(
+        default=None, description="Only tasks due after this time (RFC 3339 with an offset)"
+    )
+    sort: SortKey = Field(
+        default="-created_at",
+        description=(
+            "A field, with - for descending; ties broken by id; tasks without due_at sort "
+            "last; priorities order none < low < medium < high"
+        ),
+    )
 
 
 class ClearCompletedQuery(QueryModel):
     """Query of ``DELETE /tasks``: only ``completed=true`` is allowed."""
 
-    completed: Literal["true"]
+    completed: QueryTrue = Field(
+        description="Must be true: the completed tasks are the ones deleted"
+    )
 
 
-class DeletedCount(BaseModel):
+class DeletedCount(PublicModel):
     """How many tasks were deleted."""
 
     deleted: int
@@ -178,25 +211,31 @@ class DeletedCount(BaseModel):
 class ChangesQuery(QueryModel):
     """Query of ``GET /tasks/changes``."""
 
-    since: str | None = Field(default=None, max_length=2048, description="The previous page's next")
-    limit: QueryInt = Field(default=100, ge=1, le=500)
+    since: str | None = Field(
+        default=None,
+        max_length=2048,
+        description=(
+            "The previous page's next (opaque). Without it, the changes start from the "
+            "beginning: every task the user has, and the deletions still remembered. A token "
+            "older than the tombstone retention is 410 sync_token_expired."
+        ),
+    )
+    limit: QueryInt = Field(default=100, ge=1, le=500, description="Changes per page")
 
 
-class ChangeItem(BaseModel):
+class ChangeItem(PublicModel):
     """A task's latest state (``deleted`` false) or its deletion."""
 
-    id: str
+    id: UUID
     deleted: bool
-    task: TaskPublic | None = Field(
-        default=None,
-        exclude_if=lambda value: value is None,
-        description="The task's latest state; absent when deleted",
-    )
+    task: TaskPublic | None = omitted_when_none("The task's latest state; absent when deleted")
 
 
-class ChangesPage(BaseModel):
+class ChangesPage(PublicModel):
     """A page of changes."""
 
-    changes: list[ChangeItem]
-    next: str
-    has_more: bool
+    changes: list[ChangeItem] = Field(
+        description="Oldest first; each task at most once per page, with its latest state"
+    )
+    next: str = Field(description="The token to send as since for the next page (keep it)")
+    has_more: bool = Field(description="true when more changes follow: ask again at once")
