@@ -6,7 +6,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from taskapi.api import auth, docs, health, tasks
+from taskapi.api import account, auth, docs, health, tasks
 from taskapi.api.deps import AppState, close_db_session
 from taskapi.api.hooks import FoldHostCase, install_request_hooks
 from taskapi.api.tasks import TaskIdConverter
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     _init_cors(app, settings)
     # "changes" is a route of its own, so /tasks/changes must not match /tasks/<task_id>.
     app.url_map.converters["task_id"] = TaskIdConverter
-    for blueprint in (auth.bp, tasks.bp, health.bp, docs.bp):
+    for blueprint in (auth.bp, account.bp, tasks.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     install_request_budgets(app, settings, counters)  # after the body-size hook: 413 first
     if settings.trusted_proxies:

@@ -64,7 +64,10 @@ def upgrade() -> None:
     click.echo("database is up to date")
 
 
-@db.command(help="Delete expired and revoked sessions, old tombstones and idempotency keys.")
+@db.command(
+    help="Delete expired and revoked sessions, old tombstones and idempotency keys, mail sent "
+    "or refused over 7 days ago, and used or expired account tokens."
+)
 def prune() -> None:
     """Housekeeping, safe to run from cron at any time."""
     from taskapi.db import make_engine, make_session_factory, utcnow
@@ -79,6 +82,78 @@ def prune() -> None:
         engine.dispose()
     click.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))
 
+
+# --- mail: the outbox sender, for operators who run it apart from ``serve`` ----------------
+
+
+@main.group("mail", help="Mail: deliver the outbox.")
+def mail_group() -> None:
+    """Mail commands."""
+
+
+@mail_group.command("send-pending", help="Send every message that is due, once, then exit.")
+def mail_send_pending() -> None:
+    """One round of the sender; prints what was sent, failed (to retry), refused and left."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from taskapi.db import make_engine, make_session_factory, reads_in_autocommit
+    from taskapi.logs import configure_logging
+    from taskapi.mail import backlog, deliver_due
+
+    settings = settings_or_exit()
+    configure_logging(settings)
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        tally = deliver_due(engine, settings)
+        with make_session_factory(reads_in_autocommit(engine))() as session:
+            left = backlog(session).pending
+    except SQLAlchemyError as error:
+        click.echo(f"taskapi: cannot read the outbox: {type(error).__name__}", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"sent: {tally.sent}, failed: {tally.failed}, refused: {tally.refused}, left: {left}"
+    )
+
+
+@main.command(
+    help="Run the mail sender in the foreground until SIGTERM or SIGINT (for deployments that "
+    "set TASKAPI_MAIL_SENDER=false on the web processes)."
+)
+def worker() -> None:
+    """The sender loop; a signal lets the message in hand finish, then it exits 0."""
+    import signal
+
+    from taskapi.db import make_engine
+    from taskapi.logs import configure_logging
+    from taskapi.mail import Sender
+
+    settings = settings_or_exit()
+    configure_logging(settings)
+    engine = make_engine(settings.sqlalchemy_url)
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    # Signals are taken with sigwait in this thread instead of a handler, which could run
+    # while the loop holds the lock that setting the stop event needs.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    sender = Sender(engine, settings)
+    sender.start()  # the thread inherits the blocked mask
+    try:
+        received = signal.sigwait(stop_signals)
+        click.echo(f"taskapi worker: {signal.Signals(received).name}, stopping", err=True)
+        sender.stop(timeout=settings.smtp_timeout_seconds * 10)
+    finally:
+        engine.dispose()
+
+
+def _operator_commands() -> None:
+    """Commands that live in their own modules."""
+    from taskapi.admin import users
+
+    main.add_command(users)
+
+
+_operator_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -125,6 +125,24 @@ class BadToken(DomainError):
         self.field = field
 
 
+class InvalidToken(DomainError):
+    """An emailed token that is unknown, already used or expired (one answer for all three)."""
+
+    message = "The link is invalid, used or expired; ask for a new one."
+
+
+class EmailUnverified(DomainError):
+    """A write by a user whose email is not verified, where the server requires it."""
+
+    message = "Verify your email address first (POST /api/v1/auth/verify-email/resend)."
+
+
+class AccountDisabled(DomainError):
+    """An operator disabled this account: its tokens fail and login is refused."""
+
+    message = "This account is disabled."
+
+
 DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     EmailTaken: (409, "email_taken"),
@@ -136,6 +154,9 @@ DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     IdempotencyConflict: (409, "idempotency_conflict"),
     SyncTokenExpired: (410, "sync_token_expired"),
     QuotaExceeded: (409, "quota_exceeded"),
+    InvalidToken: (400, "invalid_token"),
+    EmailUnverified: (403, "email_unverified"),
+    AccountDisabled: (401, "account_disabled"),
 }
 
 

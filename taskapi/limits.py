@@ -142,6 +142,10 @@ def install_request_budgets(app: Flask, settings: Settings, counters: Counters) 
     per_route = {
         "auth.login": parse_many(settings.ratelimit_login),
         "auth.register": parse_many(settings.ratelimit_register),
+        # Emailed-token routes: a token has 256 bits, but guessing still costs us lookups.
+        "account.request_password_reset": parse_many(settings.ratelimit_password_reset_address),
+        "account.confirm_password_reset": parse_many(settings.ratelimit_login),
+        "account.verify_email": parse_many(settings.ratelimit_login),
     }
 
     def spend() -> None:
@@ -178,6 +182,18 @@ def write_rate_headers(response: Response) -> Response:
     if response.status_code == 429:
         response.headers["Retry-After"] = str(max(1, reset))
     return response
+
+
+def spend_budget(counters: Counters, limit_text: str, *ids: str, enabled: bool) -> None:
+    """Spend one unit of a route's own budget (say, per email); 429 with its headers when it
+    is over. Used beside the per-request budgets, for what only the view knows (the email)."""
+    if not enabled:
+        return
+    for limit in parse_many(limit_text):
+        count, reset_at = counters.add(limit, ids)
+        if count > limit.amount:
+            g.rate_window = (limit.amount, limit.amount - count, reset_at)
+            raise ApiError(429, "rate_limited", "Too many requests; try again later.")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -39,6 +40,10 @@ class User(Base):
     # Kept in step by every task write (which locks this row anyway), so the quota check
     # costs no count over the user's tasks.
     task_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Set by an operator (``taskapi users disable``): the user's tokens fail with 401
+    # account_disabled and login is refused until ``enable``.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class Session(Base):
@@ -138,3 +143,60 @@ class IdempotencyKey(Base):
     status: Mapped[int] = mapped_column(SmallInteger)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class AccountToken(Base):
+    """A single-use emailed token (password reset, email verification or change of email).
+
+    Only the SHA-256 of the random token is stored, so a copy of the database cannot use it.
+    """
+
+    __tablename__ = "account_tokens"
+    __table_args__ = (Index("ix_account_tokens_user_purpose", "user_id", "purpose"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(20))  # "reset", "verify" or "email"
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    new_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class KnownDevice(Base):
+    """A (user agent, address class) this user has logged in from: a new one gets a notice."""
+
+    __tablename__ = "known_devices"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutboxMessage(Base):
+    """An email waiting to be sent, written in the same transaction as the change behind it.
+
+    The sender claims due rows, sends, and marks them sent; a failure pushes
+    ``next_attempt_at`` back exponentially. Bodies are blanked once sent (they can hold
+    single-use links).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "sent_at", "next_attempt_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Set when the server refused the message for good (a 5xx for the recipient): no retry.
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)

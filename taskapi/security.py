@@ -26,8 +26,8 @@ import jwt
 from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 
-from taskapi.errors import ApiError, csrf_failed, unauthorized
-from taskapi.services.auth import RefreshGrant
+from taskapi.errors import ApiError, EmailUnverified, csrf_failed, unauthorized
+from taskapi.services.auth import RefreshGrant, SessionCheck
 from taskapi.settings import Settings
 
 REFRESH_COOKIE_NAME = "taskapi_refresh"
@@ -140,6 +140,8 @@ class Credentials:
     claims: dict[str, Any] | None = None
     error: ApiError | None = None
     live: bool = False  # the token's session exists and has not ended
+    email_verified: bool = False
+    disabled: bool = False  # an operator disabled the account (its sessions ended with it)
 
     @property
     def user_key(self) -> str | None:
@@ -156,6 +158,7 @@ class Principal:
     session_id: uuid.UUID
     via: Via
     token_id: str
+    email_verified: bool = False
 
 
 ANONYMOUS = Credentials(sent=False)
@@ -246,9 +249,11 @@ def credentials() -> Credentials:
     return creds or ANONYMOUS
 
 
-def resolve_caller(
-    guard: Guard, session_is_live: Callable[[uuid.UUID, uuid.UUID], bool]
-) -> Credentials:
+# Looks a token's session up: the request's one database round trip before the view.
+CheckSession = Callable[[uuid.UUID, uuid.UUID], SessionCheck]
+
+
+def resolve_caller(guard: Guard, session_is_live: CheckSession) -> Credentials:
     """Read the credentials and check their session (one primary-key lookup), once.
 
     Runs before the rate limiter, so only a live session's user is counted as that user.
@@ -257,12 +262,13 @@ def resolve_caller(
     if creds.claims is None:
         return creds
     user_id, session_id = uuid.UUID(str(creds.claims["sub"])), uuid.UUID(str(creds.claims["sid"]))
-    if session_is_live(session_id, user_id):
-        return replace(creds, live=True)
-    return creds
+    check = session_is_live(session_id, user_id)
+    return replace(
+        creds, live=check.live, email_verified=check.email_verified, disabled=check.disabled
+    )
 
 
-def authenticate(guard: Guard, session_is_live: Callable[[uuid.UUID, uuid.UUID], bool]) -> None:
+def authenticate(guard: Guard, session_is_live: CheckSession) -> None:
     """The guard: 401 unless the credentials hold a live session; 403 for a cookie without CSRF.
 
     ``/auth/csrf`` alone takes the cookie without the header: it is how a reloaded page gets
@@ -276,9 +282,20 @@ def authenticate(guard: Guard, session_is_live: Callable[[uuid.UUID, uuid.UUID],
     user_id, session_id = uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"]))
     if creds.via == "refresh_cookie" and guard != "refresh_cookie":
         check_csrf(csrf_token_for(session_id))
+    if creds.disabled:
+        raise unauthorized("account_disabled", "This account is disabled.", token_sent=True)
     if not creds.live:
         raise unauthorized("token_revoked", "The token's session has ended.", token_sent=True)
-    g.principal = Principal(user_id, session_id, creds.via, str(claims["jti"]))
+    g.principal = Principal(
+        user_id, session_id, creds.via, str(claims["jti"]), email_verified=creds.email_verified
+    )
+
+
+def require_verified_email() -> None:
+    """403 email_unverified unless the caller's address is verified (read by the session
+    check, so this costs no query)."""
+    if not principal().email_verified:
+        raise EmailUnverified()
 
 
 def check_csrf(expected: str) -> None:

@@ -10,6 +10,9 @@ Slow clients are bounded twice: a request's line and headers must arrive within
 ``TASKAPI_HEADER_TIMEOUT_SECONDS`` (gunicorn's ``keepalive``, see ``timeout_ctx``), its body
 within ``TASKAPI_BODY_TIMEOUT_SECONDS`` (``taskapi.api.hooks``). gunicorn's own refusals
 (414, 431, a malformed request) answer in the contract's JSON shape (``handle_error``).
+
+Each worker also runs the mail sender (``taskapi.mail``) as a greenlet beside its requests,
+unless ``TASKAPI_MAIL_SENDER=false``; it stops when the worker does.
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ from gunicorn.http import errors
 from gunicorn.workers.ggevent import GeventWorker
 
 from taskapi.logs import JsonFormatter, configure_logging, uses_json
+from taskapi.mail import Sender, start_background_sender
 from taskapi.settings import Settings
 
 # Connections one worker holds at once (greenlets); more wait in the listen backlog. Each
 # costs a file descriptor and, while its body is read, up to TASKAPI_MAX_BODY_BYTES.
 WORKER_CONNECTIONS = 1000
+# On a worker's exit, how long its mail sender may take to finish the message in hand.
+MAIL_SENDER_STOP_SECONDS = 10
 
 # gunicorn's refusals before the app, as (status, code, message); the first match wins.
 REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, str, str], ...] = (
@@ -126,7 +132,14 @@ class TaskApiWorker(GeventWorker):  # type: ignore[misc]
                         greenlet.kill(errors.NoMoreData(), block=False)
 
         gevent.spawn(close_waiting_connections)
-        super().run()
+        sender = start_mail_sender(self.wsgi)
+        try:
+            super().run()
+        finally:
+            if sender is not None:
+                # After the last request: the loop ends after the message in hand (a
+                # message cut off here is sent again once its claim's lease ends).
+                sender.stop(timeout=MAIL_SENDER_STOP_SECONDS)
 
     def patch(self) -> None:
         """gevent's patching, without its warning that ``ssl`` was imported first.
@@ -171,6 +184,20 @@ class TaskApiWorker(GeventWorker):  # type: ignore[misc]
             util.write_nonblock(client, refusal(status, code, message))
         except Exception:
             self.log.debug("Failed to send error message.")
+
+
+def start_mail_sender(app: Any) -> Sender | None:
+    """This worker's mail sender (``TASKAPI_MAIL_SENDER``, on by default), sharing the app's
+    database pool; None when it is off or one already runs in this process.
+
+    Every worker of every instance runs one: claims keep them from sending a row twice
+    (``taskapi.mail``). Started here, in the worker after the fork and gevent's patching,
+    so it never runs in the master, in tests' apps, or twice in a process.
+    """
+    state = getattr(app, "extensions", {}).get("taskapi")
+    if state is None or not state.settings.mail_sender:
+        return None
+    return start_background_sender(state.session_factory, state.settings)
 
 
 def refusal_of(exc: BaseException) -> tuple[int, str, str] | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from limits import parse_many
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -72,6 +72,34 @@ class Settings(BaseSettings):
     header_timeout_seconds: int = Field(default=10, ge=1, le=300)
     body_timeout_seconds: int = Field(default=30, ge=1, le=3600)
 
+    # Mail (account recovery and security notices). "file" writes each message as an .eml
+    # file under <data_dir>/mail and logs its links; "smtp" delivers through TASKAPI_SMTP_*.
+    mail_backend: Literal["file", "smtp"] = "file"
+    mail_from: str = "taskapi <no-reply@localhost>"
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    smtp_ssl: bool = False
+    smtp_timeout_seconds: int = Field(default=10, ge=1, le=300)
+    # The sender runs inside ``taskapi serve`` unless this is false (then run
+    # ``taskapi worker`` or ``taskapi mail send-pending`` apart).
+    mail_sender: bool = True
+    mail_poll_seconds: float = Field(default=2.0, gt=0, le=3600)
+    # Links in mail point at the SPA: <public_url><reset_path>?token=...
+    public_url: str = "http://localhost:5173"
+    reset_path: str = "/reset-password"
+    verify_path: str = "/verify-email"
+    product_name: str = "taskapi"
+    reset_token_minutes: int = Field(default=60, ge=1, le=1440)
+    verify_token_hours: int = Field(default=48, ge=1, le=720)
+    require_verified_email: bool = False
+    ratelimit_password_reset_email: str = "3/hour"
+    ratelimit_password_reset_address: str = "20/hour"
+    ratelimit_verify_resend: str = "3/hour"
+    ratelimit_email_change: str = "5/hour"
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -133,6 +161,10 @@ class Settings(BaseSettings):
         "ratelimit_register",
         "ratelimit_password_checks",
         "ratelimit_password_checks_address",
+        "ratelimit_password_reset_email",
+        "ratelimit_password_reset_address",
+        "ratelimit_verify_resend",
+        "ratelimit_email_change",
     )
     @classmethod
     def _rate_limit_notation(cls, value: str) -> str:
@@ -141,6 +173,22 @@ class Settings(BaseSettings):
             parse_many(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a rate limit such as 300/minute") from None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        """An absolute http(s) URL without a trailing slash (paths are appended to it)."""
+        if not value.startswith(("http://", "https://")) or " " in value:
+            raise ValueError("must be an absolute URL such as https://app.example.com")
+        return value.rstrip("/")
+
+    @field_validator("reset_path", "verify_path")
+    @classmethod
+    def _link_path(cls, value: str) -> str:
+        """A path on the SPA, starting with a slash."""
+        if not value.startswith("/") or any(c in value for c in " ?#"):
+            raise ValueError("must be a path such as /reset-password")
         return value
 
     @field_validator("log_level", mode="before")
@@ -164,6 +212,10 @@ class Settings(BaseSettings):
             )
         if self.env == "production" and not self.allowed_hosts:
             raise ValueError("TASKAPI_ALLOWED_HOSTS must list the API's host names in production")
+        if self.mail_backend == "smtp" and not self.smtp_host:
+            raise ValueError("TASKAPI_MAIL_BACKEND=smtp requires TASKAPI_SMTP_HOST")
+        if self.smtp_ssl and self.smtp_starttls:
+            raise ValueError("set one of TASKAPI_SMTP_SSL and TASKAPI_SMTP_STARTTLS, not both")
         if self.cookie_samesite == "None" and not self.secure_cookies:
             raise ValueError("TASKAPI_COOKIE_SAMESITE=None requires TASKAPI_COOKIE_SECURE=true")
         return self

@@ -178,7 +178,7 @@ def apply(store: dict[str, Any], page: dict[str, Any]) -> None:
 
 
 def run_cli(
-    *args: str, env: dict[str, str], cwd: Path, umask: int | None = None
+    *args: str, env: dict[str, str], cwd: Path, umask: int | None = None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``taskapi`` as a process with only the given TASKAPI_* variables set (and ``umask``)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKAPI_")}
@@ -188,6 +188,7 @@ def run_cli(
         cwd=cwd,
         capture_output=True,
         text=True,
+        input=input,
         timeout=60,
         check=False,
         preexec_fn=None if umask is None else partial(os.umask, umask),

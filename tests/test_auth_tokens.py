@@ -115,7 +115,8 @@ def test_register_returns_user_with_normalised_email(client: FlaskClient) -> Non
     response = client.post(f"{AUTH}/register", json={"email": f"  {email} ", "password": PASSWORD})
     assert response.status_code == 201
     user = response.json
-    assert set(user) == {"id", "email", "name", "created_at"}
+    assert set(user) == {"id", "email", "name", "created_at", "email_verified"}
+    assert user["email_verified"] is False
     assert uuid.UUID(user["id"]) and user["email"] == email.lower() and user["name"] == ""
     assert TIMESTAMP.match(user["created_at"])
     assert login(client, email.lower()).json["user"] == user
@@ -482,3 +483,19 @@ def test_account_changes_validate_their_bodies(
     assert response.status_code == 400 and response.json["code"] == "validation_error"
     assert alice.request("GET", f"{AUTH}/me").json["name"] == "Alice"
     assert login(alice.client, alice.email).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"password": "short"}, "password", "String should have at least 8 characters"),
+        ({"name": "x" * 101}, "name", "String should have at most 100 characters"),
+    ],
+)
+def test_length_errors_speak_of_characters(
+    client: FlaskClient, body: dict[str, str], field: str, message: str
+) -> None:
+    """A person reads "characters", not pydantic's "items" for a generic sequence."""
+    sent = {"email": unique_email(), "password": "a long passphrase", **body}
+    details = assert_error(client.post(f"{AUTH}/register", json=sent), 400, "validation_error")
+    assert details["details"] == [{"field": field, "message": message}]

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, LiveServer
+from tests.conftest import IN_CI, LiveServer, unique_email
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def walkthrough() -> str:
-    """The bash block between the walkthrough markers."""
+def walkthrough(name: str = "walkthrough") -> str:
+    """The bash block between the ``name`` markers."""
     text = README.read_text()
-    block = re.search(r"<!-- walkthrough:start -->\s*```bash\n(.*?)```", text, re.S)
-    assert block, "README lost its walkthrough block"
+    block = re.search(rf"<!-- {name}:start -->\s*```bash\n(.*?)```", text, re.S)
+    assert block, f"README lost its {name} block"
     return block.group(1)
 
 
@@ -46,3 +46,28 @@ def test_readme_walkthrough_runs(
     codes = [line for line in result.stdout.splitlines() if re.fullmatch(r"\d{3}", line)]
     assert codes == ["204", "401"]
     assert '"title":"Buy milk"' in result.stdout
+
+
+@pytest.mark.slow
+def test_readme_password_reset_runs(
+    live_server_factory: Callable[..., LiveServer], database_url: str, tmp_path: Path
+) -> None:
+    """A new user's reset on their own machine: the file backend's mail gives the token, the
+    confirmation is 204 and the new password logs in."""
+    if shutil.which("curl") is None:
+        if IN_CI:
+            pytest.fail("curl is required in CI")
+        pytest.skip("curl is not installed")
+    server = live_server_factory({"TASKAPI_DATABASE_URL": database_url})
+    result = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + walkthrough("reset-walkthrough")],
+        env={"API": server.url, "EMAIL": unique_email(), "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        cwd=tmp_path,  # the server's working directory: its data folder is ./instance
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    codes = [line for line in result.stdout.splitlines() if re.fullmatch(r"\d{3}", line)]
+    assert codes == ["204", "200"]

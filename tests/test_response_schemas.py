@@ -23,9 +23,11 @@ from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from sqlalchemy import select
 
+from taskapi.models import OutboxMessage
 from tests.conftest import PASSWORD, User, login, unique_email
-from tests.support import AUTH, TASKS, bearer
+from tests.support import AUTH, TASKS, bearer, engine_of
 
 DOC_URL = "/api/v1/openapi.json"
 DOC_URI = "https://taskapi.test/openapi.json"
@@ -100,6 +102,25 @@ class Scene:
         """This scene after a cookie-mode login on ``http`` (the refresh cookie is set)."""
         assert self.csrf
         return self
+
+    def reset_token(self) -> str:
+        """Ask for a password reset for the user; the token of its mail."""
+        asked = self.http.post(f"{AUTH}/password-reset", json={"email": self.user.email})
+        assert asked.status_code == 202
+        return self.emailed_token("password_reset")
+
+    def emailed_token(self, kind: str, to: str | None = None) -> str:
+        """The token of the newest queued ``kind`` message to ``to`` (the user by default)."""
+        outbox = OutboxMessage.__table__.c
+        query = (
+            select(outbox.body_text)
+            .where(outbox.kind == kind, outbox.recipient == (to or self.user.email))
+            .order_by(outbox.created_at.desc())
+            .limit(1)
+        )
+        with engine_of(self.app).connect() as connection:
+            text = connection.execute(query).scalar_one()
+        return text.split("token=")[1].split()[0]
 
     def send(self, method: str, path: str, **kwargs: Any) -> Any:
         """A request with the user's access token."""
@@ -270,6 +291,30 @@ CALLS = [
     Call(f"POST {AUTH}/logout", 401, "no token", lambda s: s.http.post(f"{AUTH}/logout")),
     Call(f"POST {AUTH}/logout", 403, "cookie without X-CSRF-TOKEN",
          lambda s: s.with_cookie().send("POST", f"{AUTH}/logout")),
+    Call(f"POST {AUTH}/password-reset", 202, "an address with an account",
+         lambda s: s.http.post(f"{AUTH}/password-reset", json={"email": s.user.email})),
+    Call(f"POST {AUTH}/password-reset", 400, "not an address",
+         lambda s: s.http.post(f"{AUTH}/password-reset", json={"email": "nobody"})),
+    Call(f"POST {AUTH}/password-reset/confirm", 204, "the emailed token", lambda s: s.http.post(
+        f"{AUTH}/password-reset/confirm",
+        json={"token": s.reset_token(), "new_password": "another passphrase 9"})),
+    Call(f"POST {AUTH}/password-reset/confirm", 400, "unknown token", lambda s: s.http.post(
+        f"{AUTH}/password-reset/confirm", json={"token": "x" * 43,
+                                                 "new_password": "another passphrase 9"})),
+    Call(f"POST {AUTH}/verify-email", 204, "the registration's token", lambda s: s.http.post(
+        f"{AUTH}/verify-email", json={"token": s.emailed_token("verify_email")})),
+    Call(f"POST {AUTH}/verify-email", 400, "unknown token",
+         lambda s: s.http.post(f"{AUTH}/verify-email", json={"token": "x" * 43})),
+    Call(f"POST {AUTH}/verify-email/resend", 202, "unverified user",
+         lambda s: s.send("POST", f"{AUTH}/verify-email/resend")),
+    Call(f"POST {AUTH}/verify-email/resend", 401, "no token",
+         lambda s: s.http.post(f"{AUTH}/verify-email/resend")),
+    Call(f"POST {AUTH}/email", 202, "a free address", lambda s: s.send(
+        "POST", f"{AUTH}/email", json={"new_email": unique_email(), "password": PASSWORD})),
+    Call(f"POST {AUTH}/email", 403, "wrong password", lambda s: s.send(
+        "POST", f"{AUTH}/email", json={"new_email": unique_email(), "password": "wrong one"})),
+    Call(f"POST {AUTH}/email", 409, "taken", lambda s: s.send(
+        "POST", f"{AUTH}/email", json={"new_email": s.stranger.email, "password": PASSWORD})),
     Call(f"POST {AUTH}/logout-all", 204, "access token",
          lambda s: s.send("POST", f"{AUTH}/logout-all")),
     Call(f"POST {AUTH}/logout-all", 401, "refresh token", lambda s: s.http.post(

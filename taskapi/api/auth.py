@@ -10,10 +10,11 @@ from datetime import timedelta
 from flask import Blueprint, Response, request
 from flask_jwt_extended import set_refresh_cookies, unset_refresh_cookies
 
+from taskapi.api.account import mail_context, network_of_caller
 from taskapi.api.deps import db_session, settings, state, token_key
 from taskapi.api.operation import PATCH_TYPES, Reply, operation
 from taskapi.api.parsing import parse_id
-from taskapi.db import utcnow
+from taskapi.db import utcnow, write
 from taskapi.errors import NotFound
 from taskapi.schemas.auth import (
     CsrfAnswer,
@@ -37,6 +38,7 @@ from taskapi.security import (
     principal,
     token_answer,
 )
+from taskapi.services import accounts, notices
 from taskapi.services import auth as service
 from taskapi.services.auth import RefreshGrant
 
@@ -55,16 +57,24 @@ CSRF_HEADER_DOC = (
     auth=None,
     body=RegisterBody,
     ok=(201, UserPublic),
-    errors=(409,),
+    errors={409: ("email_taken",)},
 )
 def register(body: RegisterBody) -> object:
     """Create an account and return the user."""
+    db, config = db_session(), settings()
     return service.register(
-        db_session(),
+        db,
         email=body.email,
         password=body.password,
         name=body.name,
-        rounds=settings().bcrypt_rounds,
+        rounds=config.bcrypt_rounds,
+        welcome=lambda user: accounts.start_verification(
+            db,
+            user=user,
+            ctx=mail_context(),
+            now=utcnow(),
+            lifetime=timedelta(hours=config.verify_token_hours),
+        ),
     )
 
 
@@ -75,7 +85,13 @@ def register(body: RegisterBody) -> object:
     auth=None,
     body=LoginBody,
     ok=(200, LoginAnswer),
-    errors=(401,),
+    errors={401: ("invalid_credentials", "account_disabled")},
+    response_headers={
+        "Set-Cookie": (
+            "With refresh_cookie=true only: taskapi_refresh=<refresh token>; Path=/api/v1/auth; "
+            "HttpOnly; Max-Age=<the refresh token's lifetime>; SameSite and Secure as configured"
+        )
+    },
     description=(
         "Body mode (default) returns refresh_token. With refresh_cookie=true the refresh token is "
         "set in an HttpOnly cookie scoped to /api/v1/auth and csrf_token is returned instead. "
@@ -89,14 +105,24 @@ def login(body: LoginBody) -> Reply:
         user = service.authenticate(
             db, email=body.email, password=body.password, rounds=config.bcrypt_rounds
         )
-    grant = service.open_session(
-        db,
-        user_id=user.id,
-        user_agent=request.headers.get("User-Agent", ""),
-        now=utcnow(),
-        lifetime=timedelta(days=config.refresh_token_days),
-        max_sessions=config.max_sessions_per_user,
-    )
+    user_agent, now = request.headers.get("User-Agent", ""), utcnow()
+    with write(db):  # the session and a new device's notice commit together
+        grant = service.open_session(
+            db,
+            user_id=user.id,
+            user_agent=user_agent,
+            now=now,
+            lifetime=timedelta(days=config.refresh_token_days),
+            max_sessions=config.max_sessions_per_user,
+        )
+        accounts.note_login(
+            db,
+            user_id=user.id,
+            user_agent=user_agent[: service.USER_AGENT_MAX],
+            network=network_of_caller(),
+            ctx=mail_context(),
+            now=now,
+        )
     answer = token_answer(user.id, grant, cookie=body.refresh_cookie)
     cookie = _refresh_cookie(user.id, grant) if body.refresh_cookie else None
     return Reply({**answer, "user": user}, finish=cookie)
@@ -118,6 +144,12 @@ def _refresh_cookie(user_id: uuid.UUID, grant: RefreshGrant) -> Callable[[Respon
     body_optional=True,
     ok=(200, TokenPair),
     headers={"X-CSRF-TOKEN": CSRF_HEADER_DOC},
+    response_headers={
+        "Set-Cookie": (
+            "Cookie mode only: the next refresh token in taskapi_refresh (Path=/api/v1/auth; "
+            "HttpOnly; Max-Age=<its lifetime>; SameSite and Secure as configured)"
+        )
+    },
     description=(
         "Send the refresh token as Authorization: Bearer, or as the JSON body "
         '{"refresh_token": ...}, or (cookie mode) the refresh cookie with X-CSRF-TOKEN; the '
@@ -167,6 +199,12 @@ def get_csrf() -> CsrfAnswer:
     auth="access_or_cookie",
     ok=(204, None),
     headers={"X-CSRF-TOKEN": CSRF_HEADER_DOC},
+    response_headers={
+        "Set-Cookie": (
+            "When the request carried the refresh cookie: clears it (taskapi_refresh=; "
+            "Path=/api/v1/auth; Max-Age=0)"
+        )
+    },
     description=(
         "Ends the session of the refresh cookie when the request carries one (then X-CSRF-TOKEN "
         "must match, and the cookie is cleared), else the access token's session. With the "
@@ -216,7 +254,7 @@ def update_me(body: UpdateMeBody) -> object:
     tags=TAGS,
     body=PasswordChangeBody,
     ok=(204, None),
-    errors=(403,),
+    errors={403: ("invalid_credentials",)},
     description=(
         "Every other session is revoked; this one lives on. A wrong current_password is 403 "
         "invalid_credentials (not 401: the token is fine) and counts against the same failure "
@@ -226,7 +264,8 @@ def update_me(body: UpdateMeBody) -> object:
 def change_password(body: PasswordChangeBody) -> None:
     """Verify the current password, set the new one and end every other session."""
     caller, db = principal(), db_session()
-    with _password_check(caller.user_id):
+    email = service.email_of(db, user_id=caller.user_id)
+    with state().password_guard.attempt(email, user_id=str(caller.user_id)):
         service.change_password(
             db,
             user_id=caller.user_id,
@@ -235,6 +274,7 @@ def change_password(body: PasswordChangeBody) -> None:
             new_password=body.new_password,
             rounds=settings().bcrypt_rounds,
             now=utcnow(),
+            notice=notices.password_changed(mail_context(), email),
         )
 
 
@@ -250,7 +290,7 @@ def _password_check(user_id: uuid.UUID) -> AbstractContextManager[None]:
     tags=TAGS,
     body=DeleteMeBody,
     ok=(204, None),
-    errors=(403,),
+    errors={403: ("invalid_credentials",)},
     description=(
         "Deletes the user, their tasks and sessions. A wrong password is 403 "
         "invalid_credentials and counts against the login failure budgets."

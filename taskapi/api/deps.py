@@ -57,7 +57,7 @@ def db_session() -> Session:
     return session
 
 
-def session_is_live(session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+def session_is_live(session_id: uuid.UUID, user_id: uuid.UUID) -> auth_service.SessionCheck:
     """One primary-key lookup per authenticated request: is the token's session alive?
 
     It is the request's first statement, so it is where a pooled connection that died (a

@@ -9,7 +9,7 @@ instead of drifting from the document. The order inside the wrapper is the contr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, TypeVar
@@ -17,14 +17,45 @@ from typing import Any, TypeVar
 from flask import Response
 from pydantic import BaseModel
 
-from taskapi.api.deps import once_more_if_the_connection_died, session_is_live
+from taskapi.api.deps import once_more_if_the_connection_died, session_is_live, settings
 from taskapi.api.parsing import check_media_type, has_body, parse_body, parse_query
-from taskapi.security import Guard, authenticate
+from taskapi.security import Guard, authenticate, require_verified_email
 
 F = TypeVar("F", bound=Callable[..., Any])
 JSON_TYPES = ("application/json",)
 PATCH_TYPES = ("application/json", "application/merge-patch+json")
 Auth = Guard | None
+ErrorCodes = dict[int, tuple[str, ...]]
+# The codes each status carries where an operation's shape implies it (API.md, "Errors"):
+# 401 from the token guard, 403 from the refresh cookie's CSRF check, and so on.
+STATUS_CODES: ErrorCodes = {
+    400: ("validation_error",),
+    401: ("unauthorized", "token_expired", "token_revoked", "account_disabled"),
+    403: ("csrf_failed",),
+    404: ("not_found",),
+    408: ("request_timeout",),
+    410: ("sync_token_expired",),
+    412: ("precondition_failed",),
+    413: ("payload_too_large",),
+    414: ("uri_too_long",),
+    415: ("unsupported_media_type",),
+    428: ("precondition_required",),
+    429: ("rate_limited",),
+    431: ("headers_too_large",),
+    500: ("internal_error",),
+    503: ("unavailable",),
+}
+# Every code of a status that several codes share: what a route's ``errors=(403,)`` means
+# when it names no codes (``errors={403: ("invalid_credentials",)}`` says which).
+SHARED_STATUS_CODES: ErrorCodes = {
+    400: ("invalid_json", "validation_error"),
+    401: (*STATUS_CODES[401], "invalid_credentials"),
+    403: ("csrf_failed", "invalid_credentials"),
+    409: ("email_taken", "idempotency_conflict", "quota_exceeded"),
+}
+# Answered before the rate limiter counts the request, so without RateLimit-* headers: the
+# body's size and deadline (hooks), and the HTTP server's own refusals.
+BEFORE_LIMITER = frozenset({408, 413, 414, 431})
 
 
 @dataclass(frozen=True)
@@ -42,7 +73,8 @@ class Operation:
     errors: tuple[int, ...]
     media_types: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)
-    response_headers: tuple[str, ...] = ()
+    response_headers: dict[str, str] = field(default_factory=dict)
+    error_codes: ErrorCodes = field(default_factory=dict)
     alternatives: dict[int, type[BaseModel]] = field(default_factory=dict)
     description: str = ""
     rate_limited: bool = True
@@ -71,13 +103,15 @@ def implied_errors(
 ) -> set[int]:
     """The statuses every operation of this shape can answer, so ``errors=`` lists only
     what a route adds (409, 410, ...)."""
-    statuses = {400, 414, 431, 500}  # 414/431: refused by the server before the app
+    # 408: a body (any request may carry one) did not arrive in time; 414/431: refused by the
+    # HTTP server before the app.
+    statuses = {400, 408, 414, 431, 500}
     if auth is not None:
         statuses.add(401)
     if auth in ("refresh", "access_or_cookie"):
         statuses.add(403)  # the refresh cookie without its X-CSRF-TOKEN
     if body is not None:
-        statuses |= {408, 413, 415}  # 408: the body did not arrive in time
+        statuses |= {413, 415}
     if "If-Match" in headers:
         statuses |= {412, 428}
     if rate_limited:
@@ -85,6 +119,20 @@ def implied_errors(
     if uses_database:
         statuses.add(503)
     return statuses
+
+
+def error_codes(
+    implied: set[int], body: type[BaseModel] | None, errors: Mapping[int, tuple[str, ...]]
+) -> ErrorCodes:
+    """The codes of each error status: those its shape implies, and those the route names
+    (a status listed without codes: every code of that status)."""
+    codes = {status: set(STATUS_CODES[status]) for status in implied}
+    if body is not None:
+        codes[400].add("invalid_json")
+    for status, named in errors.items():
+        default = SHARED_STATUS_CODES.get(status) or STATUS_CODES.get(status, ())
+        codes.setdefault(status, set()).update(named or default)
+    return {status: tuple(sorted(found)) for status, found in sorted(codes.items())}
 
 
 def operation(
@@ -95,20 +143,25 @@ def operation(
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     ok: tuple[int, type[BaseModel] | None] = (200, None),
-    errors: tuple[int, ...] = (),
+    errors: tuple[int, ...] | Mapping[int, tuple[str, ...]] = (),
     media_types: tuple[str, ...] = JSON_TYPES,
     headers: dict[str, str] | None = None,
-    response_headers: tuple[str, ...] = (),
+    response_headers: Mapping[str, str] | None = None,
     alternatives: dict[int, type[BaseModel]] | None = None,
     description: str = "",
     rate_limited: bool = True,
     uses_database: bool = True,
     ok_media: str = "application/json",
     body_optional: bool = False,
+    verified_email: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Response]]:
     """Validate and document a view; the view receives ``body=`` and ``query=`` as declared.
 
-    ``errors`` lists the statuses this route adds to those its shape implies.
+    ``errors`` lists the statuses this route adds to those its shape implies, as statuses
+    (``(404,)``: their usual codes) or with the codes this route answers with
+    (``{409: ("email_taken",)}``). ``response_headers`` names the success answer's headers
+    with a description each. ``verified_email``: a write that TASKAPI_REQUIRE_VERIFIED_EMAIL
+    refuses (403 email_unverified) to a user whose address is not verified.
     """
     implied = implied_errors(
         auth=auth,
@@ -117,6 +170,12 @@ def operation(
         rate_limited=rate_limited,
         uses_database=uses_database,
     )
+    named: dict[int, tuple[str, ...]] = (
+        dict(errors) if isinstance(errors, Mapping) else dict.fromkeys(errors, ())
+    )
+    if verified_email:
+        named[403] = (*named.get(403, ()), "email_unverified")
+    codes = error_codes(implied, body, named)
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Response]:
         spec = Operation(
@@ -128,10 +187,11 @@ def operation(
             query=query,
             ok_status=ok[0],
             ok_model=ok[1],
-            errors=tuple(sorted(implied | set(errors))),
+            errors=tuple(codes),
             media_types=media_types,
             headers=headers or {},
-            response_headers=response_headers,
+            response_headers=dict(response_headers or {}),
+            error_codes=codes,
             alternatives=alternatives or {},
             description=description,
             rate_limited=rate_limited,
@@ -143,6 +203,8 @@ def operation(
         def run(*args: Any, **kwargs: Any) -> Response:
             if auth is not None:
                 authenticate(auth, session_is_live)
+            if verified_email and settings().require_verified_email:
+                require_verified_email()
             takes_body = body is not None and not (body_optional and not has_body())
             if takes_body:
                 check_media_type(media_types)

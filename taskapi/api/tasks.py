@@ -46,7 +46,26 @@ class TaskIdConverter(BaseConverter):
 TAGS = ("tasks",)
 VERSION_TAG = re.compile(r"[0-9]{1,18}", re.ASCII)
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
-IF_MATCH_DOC = {"If-Match": "Optional ETag; 412 when it does not match"}
+IF_MATCH_DOC = {
+    "If-Match": (
+        "The ETag the change is based on (or *); 412 precondition_failed when the task's "
+        "current ETag is not among them (strong comparison). Required (428) only where the "
+        "server is configured so (TASKAPI_REQUIRE_IF_MATCH)."
+    )
+}
+ETAG_DOC = {"ETag": 'The task\'s strong ETag, derived from its version (e.g. "3")'}
+IDEMPOTENCY_DOC = (
+    "1 to 255 printable ASCII characters, chosen by the client (a UUID is a good key). Scope: "
+    "this user's POST /api/v1/tasks; other users' keys never collide with yours. Retention: "
+    "24 hours from the first request with the key. Within it, a request with the same key "
+    "and the same body (compared after validation, server-set fields left out) creates "
+    "nothing and gets the first answer again (201, the task as it was then, with "
+    "Idempotent-Replayed: true), even if the task has since changed or been deleted; the "
+    "same key with another body is 409 idempotency_conflict. Only a created task is "
+    "remembered: a request that failed may be retried with the same key. After 24 hours the "
+    "key is forgotten and a request with it creates a new task. Concurrent requests with "
+    "one key create exactly one task."
+)
 
 
 def task_json(task: Task) -> dict[str, Any]:
@@ -83,14 +102,21 @@ def _if_match() -> service.Precondition:
 @operation(
     "Create a task",
     tags=TAGS,
+    verified_email=True,
     body=TaskWrite,
     ok=(201, TaskPublic),
-    errors=(409,),
-    headers={"Idempotency-Key": "1 to 255 printable characters; a repeat replays the first answer"},
-    response_headers=("Location", "ETag", "Idempotent-Replayed"),
+    errors={409: ("idempotency_conflict", "quota_exceeded")},
+    headers={"Idempotency-Key": IDEMPOTENCY_DOC},
+    response_headers={
+        "Location": "The task's absolute URL",
+        **ETAG_DOC,
+        "Idempotent-Replayed": "true when this is the replayed answer of an earlier request",
+    },
     description=(
-        "409 idempotency_conflict for a reused key with another body; 409 quota_exceeded past "
-        "TASKAPI_MAX_TASKS_PER_USER tasks (default 100,000)."
+        "Only title is required; omitted fields take their defaults. Server-set fields (id, "
+        "completed_at, created_at, updated_at, version) may be sent back and are ignored. "
+        "409 idempotency_conflict for a reused Idempotency-Key with another body; 409 "
+        "quota_exceeded past TASKAPI_MAX_TASKS_PER_USER tasks (default 100,000)."
     ),
 )
 def create_task(body: TaskWrite) -> Reply:
@@ -110,7 +136,8 @@ def create_task(body: TaskWrite) -> Reply:
         idempotency_key=key,
     )
     extra = {"Idempotent-Replayed": "true"} if created.replayed else {}
-    location = url_for("tasks.get_task", task_id=created.body["id"])
+    # Absolute, like Link: both are built from the request's checked host and scheme.
+    location = url_for("tasks.get_task", task_id=created.body["id"], _external=True)
     return _task_reply(created.body, 201, Location=location, **extra)
 
 
@@ -120,12 +147,22 @@ def create_task(body: TaskWrite) -> Reply:
     tags=TAGS,
     query=TaskListQuery,
     ok=(200, TaskPage),
-    response_headers=("Link",),
+    response_headers={
+        "Link": (
+            'When more tasks follow: <absolute URL of the next page>; rel="next" (the same '
+            "query with the next cursor)"
+        )
+    },
+    description=(
+        "Keyset pagination: every page costs the same, and a task created or deleted between "
+        "pages neither repeats nor skips another. next_cursor is null exactly when no task "
+        "follows."
+    ),
 )
 def list_tasks(query: TaskListQuery) -> Reply:
     """One page of the user's tasks, keyset-paginated, with a ``Link`` to the next."""
     filters = listing.TaskFilters(
-        completed=None if query.completed is None else query.completed == "true",
+        completed=query.completed,
         priority=query.priority,
         tag=query.tag,
         q=query.q,
@@ -153,6 +190,7 @@ def list_tasks(query: TaskListQuery) -> Reply:
 @operation(
     "Delete every completed task",
     tags=TAGS,
+    verified_email=True,
     query=ClearCompletedQuery,
     ok=(200, DeletedCount),
     description="Deleted in batches of a few hundred per transaction; each leaves a tombstone.",
@@ -170,8 +208,20 @@ def clear_completed(query: ClearCompletedQuery) -> DeletedCount:
     query=ChangesQuery,
     ok=(200, ChangesPage),
     errors=(410,),
+    description=(
+        "Delta sync: the user's task changes in the order they happened, each task at most "
+        "once per page with its latest state ({id, deleted: false, task}) or its deletion "
+        "({id, deleted: true}). Without since, it starts from the beginning, so applying "
+        "every page in turn to an empty store yields exactly what GET /api/v1/tasks lists. "
+        "Keep next and send it as since: with has_more true, at once for the next page; "
+        "otherwise later, for what changed since. Deletions are remembered for "
+        "TASKAPI_TOMBSTONE_DAYS (default 30 days); a token whose view is older than that "
+        "may have missed some, so it is 410 sync_token_expired: drop the local copy and "
+        "sync again without since. A token that is not this server's for this user is 400 "
+        "validation_error."
+    ),
 )
-def changes(query: ChangesQuery) -> dict[str, Any]:
+def list_changes(query: ChangesQuery) -> dict[str, Any]:
     """Delta sync: every change after ``since``, oldest first."""
     page = sync.changes_since(
         db_session(),
@@ -195,8 +245,8 @@ def changes(query: ChangesQuery) -> dict[str, Any]:
     tags=TAGS,
     ok=(200, TaskPublic),
     errors=(404,),
-    headers={"If-None-Match": "An ETag; 304 when unchanged"},
-    response_headers=("ETag",),
+    headers={"If-None-Match": "ETags the client holds; 304 when the task's is among them"},
+    response_headers=ETAG_DOC,
 )
 def get_task(task_id: str) -> Reply | Response:
     """One task; 304 when ``If-None-Match`` names its current ETag (weak comparison)."""
@@ -210,11 +260,12 @@ def get_task(task_id: str) -> Reply | Response:
 @operation(
     "Replace a task",
     tags=TAGS,
+    verified_email=True,
     body=TaskWrite,
     ok=(200, TaskPublic),
     errors=(404,),
     headers=IF_MATCH_DOC,
-    response_headers=("ETag",),
+    response_headers=ETAG_DOC,
 )
 def replace_task(task_id: str, body: TaskWrite) -> Reply:
     """Full replacement: omitted optional fields return to their defaults."""
@@ -225,12 +276,13 @@ def replace_task(task_id: str, body: TaskWrite) -> Reply:
 @operation(
     "Change some fields of a task",
     tags=TAGS,
+    verified_email=True,
     body=TaskPatch,
     ok=(200, TaskPublic),
     errors=(404,),
     media_types=PATCH_TYPES,
     headers=IF_MATCH_DOC,
-    response_headers=("ETag",),
+    response_headers=ETAG_DOC,
 )
 def patch_task(task_id: str, body: TaskPatch) -> Reply:
     """Partial update: only the fields sent change; ``null`` clears ``due_at``."""
@@ -258,6 +310,7 @@ def _update(task_id: str, fields: dict[str, Any]) -> Reply:
 @operation(
     "Delete a task",
     tags=TAGS,
+    verified_email=True,
     ok=(204, None),
     errors=(404,),
     headers=IF_MATCH_DOC,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, Field
 
-from taskapi.schemas.common import QueryInt, QueryModel, RequestModel, Text, Timestamp
+from taskapi.schemas.common import (
+    NoNul,
+    PublicModel,
+    QueryInt,
+    QueryModel,
+    RequestModel,
+    Timestamp,
+    omitted_when_none,
+)
 from taskapi.schemas.passwords import check_password_policy
 
 EMAIL_MAX = 254
@@ -31,11 +39,11 @@ Email = Annotated[
     Field(json_schema_extra={"format": "email", "maxLength": EMAIL_MAX}),
 ]
 # Length bounds are checked on characters; the pre-hash makes every one of them count.
-AnyPassword = Annotated[Text, Field(min_length=1, max_length=128)]
+AnyPassword = Annotated[str, Field(min_length=1, max_length=128), NoNul]
 NewPassword = Annotated[
-    Text, Field(min_length=8, max_length=128), AfterValidator(check_password_policy)
+    str, Field(min_length=8, max_length=128), NoNul, AfterValidator(check_password_policy)
 ]
-Name = Annotated[Text, Field(max_length=100)]
+Name = Annotated[str, Field(max_length=100), NoNul]
 
 
 class RegisterBody(RequestModel):
@@ -53,7 +61,10 @@ class LoginBody(RequestModel):
     password: AnyPassword
     refresh_cookie: bool = Field(
         default=False,
-        description="Keep the refresh token in an HttpOnly cookie and return csrf_token instead.",
+        description=(
+            "true: keep the refresh token in an HttpOnly cookie (browser SPAs) and return "
+            "csrf_token instead of refresh_token."
+        ),
     )
 
 
@@ -62,7 +73,10 @@ class RefreshBody(RequestModel):
 
     refresh_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
         default=None,
-        description="The refresh token, when not sent as Authorization: Bearer or a cookie",
+        description=(
+            "The refresh token, when it is sent neither as Authorization: Bearer nor as the "
+            "cookie (null counts as not sent)"
+        ),
     )
 
 
@@ -85,30 +99,29 @@ class DeleteMeBody(RequestModel):
     password: AnyPassword
 
 
-class UserPublic(BaseModel):
+class UserPublic(PublicModel):
     """A user as clients see it."""
 
     id: UUID
     email: str
     name: str
     created_at: Timestamp
+    email_verified: bool = Field(
+        description="The address proved to reach the user (a verification or reset link)"
+    )
 
 
-class TokenPair(BaseModel):
+class TokenPair(PublicModel):
     """Answer of ``/auth/refresh``: a fresh access token and the next refresh token."""
 
-    access_token: str
-    token_type: str = "Bearer"
+    access_token: str = Field(description="Send it as Authorization: Bearer")
+    token_type: Literal["Bearer"] = "Bearer"
     expires_in: int = Field(description="Seconds until the access token expires")
-    refresh_token: str | None = Field(
-        default=None,
-        exclude_if=lambda value: value is None,
-        description="Present in body mode; absent when the cookie holds it",
+    refresh_token: str | None = omitted_when_none(
+        "Body mode: the next refresh token (each works once); absent in cookie mode"
     )
-    csrf_token: str | None = Field(
-        default=None,
-        exclude_if=lambda value: value is None,
-        description="Present in cookie mode: send it as X-CSRF-TOKEN",
+    csrf_token: str | None = omitted_when_none(
+        "Cookie mode: send it as X-CSRF-TOKEN with the cookie; the same for the whole session"
     )
 
 
@@ -118,7 +131,7 @@ class LoginAnswer(TokenPair):
     user: UserPublic
 
 
-class SessionPublic(BaseModel):
+class SessionPublic(PublicModel):
     """One login session of the current user."""
 
     id: UUID
@@ -131,20 +144,23 @@ class SessionPublic(BaseModel):
 class SessionListQuery(QueryModel):
     """Query parameters of ``GET /auth/sessions``."""
 
-    limit: QueryInt = Field(default=50, ge=1, le=100)
+    limit: QueryInt = Field(default=50, ge=1, le=100, description="Sessions per page")
     cursor: str | None = Field(
-        default=None, min_length=1, max_length=2048, description="From next_cursor"
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="The previous page's next_cursor (opaque)",
     )
 
 
-class SessionPage(BaseModel):
+class SessionPage(PublicModel):
     """One page of the current user's active sessions, newest first."""
 
     items: list[SessionPublic]
     next_cursor: str | None = Field(description="Opaque; null exactly when no session follows")
 
 
-class CsrfAnswer(BaseModel):
+class CsrfAnswer(PublicModel):
     """Answer of ``GET /auth/csrf``: the session's CSRF value, for a reloaded page or new tab."""
 
     csrf_token: str = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from taskapi.db import release_connection, write
 from taskapi.errors import (
+    AccountDisabled,
     BadToken,
     EmailTaken,
     InvalidCredentials,
@@ -22,6 +24,7 @@ from taskapi.errors import (
 from taskapi.models import Session, User
 from taskapi.passwords import dummy_hash, hash_password, verify_password
 from taskapi.services.cursors import open_token, seal
+from taskapi.services.outbox import Message, enqueue
 
 USER_AGENT_MAX = 255
 SESSIONS_CURSOR = "sessions-cursor"
@@ -42,8 +45,17 @@ def _grant(row: Session) -> RefreshGrant:
     return RefreshGrant(row.id, row.current_jti, row.rotated_at, row.expires_at)
 
 
-def register(db: DbSession, *, email: str, password: str, name: str, rounds: int) -> User:
-    """Create an account; an email already in use is 409 ``email_taken``."""
+def register(
+    db: DbSession,
+    *,
+    email: str,
+    password: str,
+    name: str,
+    rounds: int,
+    welcome: Callable[[User], None] | None = None,
+) -> User:
+    """Create an account; an email already in use is 409 ``email_taken``. ``welcome`` runs in
+    the same unit of work (it queues the verification mail, so both commit or neither)."""
     password_hash = hash_password(password, rounds=rounds)  # slow: before any transaction
     try:
         with write(db):
@@ -51,13 +63,17 @@ def register(db: DbSession, *, email: str, password: str, name: str, rounds: int
                 raise EmailTaken()
             user = User(email=email, name=name, password_hash=password_hash)
             db.add(user)
+            db.flush()
+            if welcome is not None:
+                welcome(user)
     except IntegrityError:  # a concurrent registration won the race
         raise EmailTaken() from None
     return user
 
 
 def authenticate(db: DbSession, *, email: str, password: str, rounds: int) -> User:
-    """The user with these credentials; unknown emails cost one bcrypt check too."""
+    """The user with these credentials; unknown emails cost one bcrypt check too. A disabled
+    account is refused only after its password matched, so a guess learns nothing."""
     user = db.scalar(select(User).where(User.email == email))
     release_connection(db)  # bcrypt (and its queue in a login storm) must not hold it
     if user is None:
@@ -65,6 +81,8 @@ def authenticate(db: DbSession, *, email: str, password: str, rounds: int) -> Us
         raise InvalidCredentials()
     if not verify_password(password, user.password_hash):
         raise InvalidCredentials()
+    if user.disabled_at is not None:
+        raise AccountDisabled()
     return user
 
 
@@ -121,23 +139,36 @@ def _revoke_oldest(db: DbSession, *, user_id: uuid.UUID, now: datetime, keep: in
         )
 
 
+@dataclass(frozen=True)
+class SessionCheck:
+    """What the per-request session check learned."""
+
+    live: bool
+    email_verified: bool = False
+    disabled: bool = False  # only looked up once the session turned out not live
+
+
 def session_is_live(
     db: DbSession, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime
-) -> bool:
-    """True when the session exists, belongs to the user, and is neither revoked nor expired.
-
-    A primary-key lookup of one column, not an ORM entity: it runs on every authenticated
-    request, and loading a full row into the identity map costs more than the round trip.
-    """
-    found = db.execute(_LIVE_SESSION, {"sid": session_id, "uid": user_id, "now": now})
-    return found.first() is not None
+) -> SessionCheck:
+    """Is the session there, the user's, neither revoked nor expired; and is the address
+    verified. One primary-key lookup (joined to its user by primary key), not an ORM entity:
+    it runs on every authenticated request. A failed check asks once more whether an operator
+    disabled the account, so that its tokens answer ``account_disabled``."""
+    found = db.execute(_LIVE_SESSION, {"sid": session_id, "uid": user_id, "now": now}).first()
+    if found is not None:
+        return SessionCheck(live=True, email_verified=bool(found[0]))
+    disabled_at = db.scalar(select(User.disabled_at).where(User.id == user_id))
+    return SessionCheck(live=False, disabled=disabled_at is not None)
 
 
 _LIVE_SESSION = (
-    select(Session.id)
+    select(User.email_verified)
+    .join(Session, Session.user_id == User.id)
     .where(
         Session.id == bindparam("sid"),
         Session.user_id == bindparam("uid"),
+        User.id == bindparam("uid"),
         Session.revoked_at.is_(None),
         Session.expires_at > bindparam("now"),
     )
@@ -238,13 +269,17 @@ def change_password(
     new_password: str,
     rounds: int,
     now: datetime,
+    notice: Message | None = None,
 ) -> None:
-    """Verify the current password, store the new one, end every other session."""
+    """Verify the current password, store the new one, end every other session, and queue
+    ``notice`` (the security mail) with the change."""
     check_password(db, user_id=user_id, password=current_password)
     new_hash = hash_password(new_password, rounds=rounds)  # slow: before the write transaction
     with write(db):
         db.execute(update(User).where(User.id == user_id).values(password_hash=new_hash))
         revoke_all_sessions(db, user_id=user_id, now=now, keep=session_id)
+        if notice is not None:
+            enqueue(db, notice, now=now)
 
 
 def check_password(db: DbSession, *, user_id: uuid.UUID, password: str) -> None:
