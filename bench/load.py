@@ -48,12 +48,13 @@ from typing import Any
 
 import psycopg
 import redis
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, func, insert, select, update
 
 import taskapi
 from taskapi.db import make_engine, utcnow
-from taskapi.models import Task, User
+from taskapi.models import Task, TaskList, User
 from taskapi.passwords import hash_password
+from taskapi.services.positions import spread
 
 BENCH = Path(__file__).resolve().parent
 # The tree whose taskapi is measured: this checkout, or another one put first on PYTHONPATH.
@@ -329,15 +330,25 @@ def seed(engine: Engine, users: int, storm_users: int, tasks: int, sample: int) 
     task_ids = [[uuid.uuid4() for _ in range(tasks)] for _ in emails]
     accounts = [(user_id, email, tasks) for user_id, email in zip(user_ids, emails, strict=True)]
     accounts += [(uuid.uuid4(), email, 0) for email in storm_emails]
+    inboxes = {user_id: uuid.uuid4() for user_id, _, _ in accounts}
+    keys = spread(tasks)  # newest first, as a migrated account holds them
     with engine.begin() as connection:
         connection.execute(insert(User), [
             {"id": user_id, "email": email, "name": "", "password_hash": password_hash,
              "created_at": now, "change_seq": count, "task_count": count}
             for user_id, email, count in accounts
         ])  # fmt: skip
+        connection.execute(insert(TaskList), [
+            {"id": inboxes[user_id], "owner_id": user_id, "title": "Inbox", "position": "a0",
+             "inbox": True, "created_at": now, "updated_at": now, "version": 1, "change_seq": 0}
+            for user_id, _, _ in accounts
+        ])  # fmt: skip
         for user_id, ids in zip(user_ids, task_ids, strict=True):
-            connection.execute(insert(Task), [task_row(user_id, task_id, i, now)
-                                              for i, task_id in enumerate(ids)])  # fmt: skip
+            connection.execute(insert(Task), [
+                {**task_row(user_id, task_id, i, now), "list_id": inboxes[user_id],
+                 "position": keys[i]}
+                for i, task_id in enumerate(ids)
+            ])  # fmt: skip
         connection.exec_driver_sql("ANALYZE")
     picked = [(u + 1, task_ids[u][i]) for i in range(sample) for u in range(users)]
     return Seed(user_ids, emails, storm_emails, picked)
@@ -364,6 +375,13 @@ def delete_supply(engine: Engine, user_ids: list[uuid.UUID], count: int) -> list
     now, rows, picked = utcnow(), [], []
     with engine.begin() as connection:
         for user_id in user_ids:
+            inbox, last_key = connection.execute(
+                select(TaskList.id, func.max(Task.position))
+                .join(Task, Task.list_id == TaskList.id, isouter=True)
+                .where(TaskList.owner_id == user_id, TaskList.inbox.is_(True))
+                .group_by(TaskList.id)
+            ).one()
+            keys = spread(per_user, after=last_key)
             last = connection.scalar(
                 update(User).where(User.id == user_id)
                 .values(change_seq=User.change_seq + per_user,
@@ -373,7 +391,8 @@ def delete_supply(engine: Engine, user_ids: list[uuid.UUID], count: int) -> list
             first = int(last) - per_user + 1
             for i in range(per_user):
                 row = task_row(user_id, uuid.uuid4(), 100_000 + i, now)
-                rows.append({**row, "title": "To be deleted", "change_seq": first + i})
+                rows.append({**row, "title": "To be deleted", "change_seq": first + i,
+                             "list_id": inbox, "position": keys[i]})  # fmt: skip
         for start in range(0, len(rows), 5000):
             connection.execute(insert(Task), rows[start : start + 5000])
     for i in range(per_user):

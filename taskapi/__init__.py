@@ -6,7 +6,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from taskapi.api import account, auth, docs, health, tasks
+from taskapi.api import account, auth, docs, health, lists, tasks, tokens
 from taskapi.api.deps import AppState, close_db_session
 from taskapi.api.hooks import FoldHostCase, install_request_hooks
 from taskapi.api.tasks import TaskIdConverter
@@ -14,6 +14,7 @@ from taskapi.db import make_engine, make_session_factory, reads_in_autocommit
 from taskapi.errors import register_error_handlers
 from taskapi.limits import Counters, PasswordGuard, install_request_budgets
 from taskapi.logs import install_access_log
+from taskapi.metrics import install_metrics
 from taskapi.passwords import dummy_hash
 from taskapi.security import init_jwt, jwt_config
 from taskapi.settings import Settings, load_settings
@@ -54,9 +55,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     _init_cors(app, settings)
     # "changes" is a route of its own, so /tasks/changes must not match /tasks/<task_id>.
     app.url_map.converters["task_id"] = TaskIdConverter
-    for blueprint in (auth.bp, account.bp, tasks.bp, health.bp, docs.bp):
+    for blueprint in (auth.bp, account.bp, tokens.bp, tasks.bp, lists.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     install_request_budgets(app, settings, counters)  # after the body-size hook: 413 first
+    sessions = app.extensions["taskapi"].session_factory
+    install_metrics(app, settings, engine=engine, sessions=sessions, counters=counters)
+    if settings.otel_endpoint:  # otherwise nothing of OpenTelemetry is even imported
+        from taskapi.tracing import install_tracing
+
+        install_tracing(app, settings, engine=engine, counters=counters)
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies

@@ -125,6 +125,20 @@ class BadToken(DomainError):
         self.field = field
 
 
+class InvalidInput(DomainError):
+    """A field that is well-formed but not acceptable here (a subtask of a subtask, ...)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InboxNotDeletable(DomainError):
+    """Every user keeps one inbox: where tasks go when no list is named."""
+
+    message = "The inbox cannot be deleted; delete or move its tasks instead."
+
+
 class InvalidToken(DomainError):
     """An emailed token that is unknown, already used or expired (one answer for all three)."""
 
@@ -157,12 +171,13 @@ DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     InvalidToken: (400, "invalid_token"),
     EmailUnverified: (403, "email_unverified"),
     AccountDisabled: (401, "account_disabled"),
+    InboxNotDeletable: (409, "inbox_not_deletable"),
 }
 
 
 def from_domain(error: DomainError) -> ApiError:
     """The contract's status, code and headers for a domain error."""
-    if isinstance(error, BadToken):
+    if isinstance(error, BadToken | InvalidInput):
         return validation_error([{"field": error.field, "message": error.message}])
     status, code = DOMAIN_STATUS[type(error)]
     headers: dict[str, str] = {}
@@ -200,6 +215,17 @@ def unauthorized(code: str, message: str, *, token_sent: bool) -> ApiError:
     """A 401 carrying the RFC 6750 challenge: the one place it is built."""
     challenge = 'Bearer error="invalid_token"' if token_sent else "Bearer"
     return ApiError(401, code, message, headers={"WWW-Authenticate": challenge})
+
+
+def insufficient_scope(scopes: tuple[str, ...] | None) -> ApiError:
+    """403 for a personal token: a missing scope, or an account route (sessions only)."""
+    if scopes is None:
+        message = "Personal tokens cannot use account routes; log in for a session."
+        challenge = f'Bearer error="insufficient_scope", error_description="{message}"'
+    else:
+        message = f"The token needs the scope {' and '.join(scopes)} for this route."
+        challenge = f'Bearer error="insufficient_scope", scope="{" ".join(scopes)}"'
+    return ApiError(403, "insufficient_scope", message, headers={"WWW-Authenticate": challenge})
 
 
 def csrf_failed() -> ApiError:
@@ -255,6 +281,7 @@ def register_error_handlers(app: Flask) -> None:
         pool reconnects by itself when the database returns."""
         reason = getattr(exc, "orig", None) or exc
         log.warning("database unavailable (request %s): %s", g.get("request_id"), reason)
+        g.database_error = type(exc).__name__  # counted by taskapi.metrics
         return error_response(
             ApiError(503, "unavailable", "The service is temporarily unavailable.")
         )

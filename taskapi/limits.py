@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,7 +30,7 @@ from taskapi.security import credentials
 from taskapi.settings import Settings
 
 log = logging.getLogger("taskapi.limits")
-EXEMPT_BLUEPRINTS = ("health", "docs")
+EXEMPT_BLUEPRINTS = ("health", "docs", "metrics")
 RETRY_REDIS_SECONDS = 5.0
 # Fail fast when Redis hangs, so the in-memory fallback takes over within a second.
 REDIS_TIMEOUT_SECONDS = 0.5
@@ -64,6 +64,8 @@ class Counters:
         )
         self.script = self.redis.register_script(COUNT_SCRIPT) if self.redis else None
         self.redis_down_until = 0.0  # 0: believed up; else when to try it again
+        # Told True when counting moves to memory, False when it is back on Redis (metrics).
+        self.on_fallback: Callable[[bool], None] = lambda _in_memory: None
 
     def add(self, limit: RateLimitItem, ids: tuple[str, ...], amount: int = 1) -> tuple[int, float]:
         """Add ``amount`` to a budget's counter: (count now, epoch when its window ends)."""
@@ -74,10 +76,12 @@ class Counters:
             except redis.RedisError:
                 if self.redis_down_until == 0:
                     log.warning("Redis unreachable; counting rate limits in memory")
+                    self.on_fallback(True)
                 self.redis_down_until = time.monotonic() + RETRY_REDIS_SECONDS
             else:
                 if self.redis_down_until:
                     log.info("Redis reachable again; counting rate limits there")
+                    self.on_fallback(False)
                 self.redis_down_until = 0.0
                 return int(count), time.time() + int(ttl_ms) / 1000
         count = self.memory.incr(key, expiry, amount)

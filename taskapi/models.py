@@ -19,11 +19,16 @@ from sqlalchemy import (
     Text,
     Uuid,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from taskapi.db import Base, UTCDateTime, utcnow
+
+# Fractional-indexing keys sort by their bytes ("Zz" < "a0"): PostgreSQL must compare them with
+# the C collation, not the database's locale, or a move would land in the wrong place.
+Position = String(255).with_variant(String(255, collation="C"), "postgresql")
 
 
 class User(Base):
@@ -64,11 +69,64 @@ class Session(Base):
     rotated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class TaskList(Base):
+    """A user's list of tasks, in the user's own order; one per user is the inbox."""
+
+    __tablename__ = "lists"
+    __table_args__ = (
+        Index("ix_lists_owner_position", "owner_id", "position", "id"),
+        Index("ix_lists_owner_change", "owner_id", "change_seq"),
+        # At most one inbox per user, enforced by the database.
+        Index(
+            "uq_lists_owner_inbox",
+            "owner_id",
+            unique=True,
+            sqlite_where=text("inbox"),
+            postgresql_where=text("inbox"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(100))
+    color: Mapped[str | None] = mapped_column(String(7), default=None)
+    position: Mapped[str] = mapped_column(Position)
+    inbox: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+
+
 class Task(Base):
     """A to-do item owned by exactly one user."""
 
     __tablename__ = "tasks"
     __table_args__ = (
+        # A list's top-level tasks, and a parent's subtasks, in their manual order: one index
+        # range scan each. Partial indexes, because PostgreSQL cannot read the order
+        # (position, id) out of an index (list_id, parent_id, position, id) when parent_id
+        # IS NULL (only an equality fixes a leading column), and would sort the whole list.
+        Index(
+            "ix_tasks_list_position",
+            "list_id",
+            "position",
+            "id",
+            sqlite_where=text("parent_id IS NULL"),
+            postgresql_where=text("parent_id IS NULL"),
+        ),
+        Index(
+            "ix_tasks_parent_position",
+            "parent_id",
+            "position",
+            "id",
+            sqlite_where=text("parent_id IS NOT NULL"),
+            postgresql_where=text("parent_id IS NOT NULL"),
+        ),
+        # Every task of a list, subtasks included (deleting a list, its foreign key).
+        Index("ix_tasks_list", "list_id"),
         Index("ix_tasks_owner_created", "owner_id", "created_at", "id"),
         Index("ix_tasks_owner_updated", "owner_id", "updated_at", "id"),
         Index("ix_tasks_owner_due", "owner_id", "due_at", "id"),
@@ -113,18 +171,30 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    list_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    # One level of subtasks: a subtask's parent is a top-level task of the same list.
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), default=None
+    )
+    position: Mapped[str] = mapped_column(Position)
+    # An RFC 5545 RRULE (a documented subset) and the IANA zone its wall-clock times live in.
+    recurrence: Mapped[str | None] = mapped_column(String(500), default=None)
+    timezone: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Set once when a recurring task is completed: the occurrence made then (never two).
+    next_occurrence_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
 
     # Every UPDATE also checks the version it read, so concurrent writers cannot both win.
     __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
 
 
 class TaskTombstone(Base):
-    """A deleted task, kept so that delta sync can report the deletion."""
+    """A deleted task or list, kept so that delta sync can report the deletion."""
 
     __tablename__ = "task_tombstones"
     __table_args__ = (Index("ix_task_tombstones_owner_change", "owner_id", "change_seq"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), default="task", server_default="task")
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     change_seq: Mapped[int] = mapped_column(BigInteger)
@@ -174,6 +244,23 @@ class KnownDevice(Base):
     )
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PersonalToken(Base):
+    """A long-lived, scoped API token for scripts: only its SHA-256 and a display prefix."""
+
+    __tablename__ = "personal_tokens"
+    __table_args__ = (Index("ix_personal_tokens_user_created", "user_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[str] = mapped_column(String(100))  # space-separated, sorted
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class OutboxMessage(Base):

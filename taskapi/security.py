@@ -15,19 +15,27 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import jwt
 from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 
-from taskapi.errors import ApiError, EmailUnverified, csrf_failed, unauthorized
+from taskapi.errors import (
+    ApiError,
+    EmailUnverified,
+    csrf_failed,
+    insufficient_scope,
+    unauthorized,
+)
+from taskapi.services import tokens
 from taskapi.services.auth import RefreshGrant, SessionCheck
+from taskapi.services.tokens import TokenCheck
 from taskapi.settings import Settings
 
 REFRESH_COOKIE_NAME = "taskapi_refresh"
@@ -41,7 +49,7 @@ TokenKind = Literal["access", "refresh"]
 # the access token or the refresh cookie (``/auth/logout``, which must work after the access
 # token expired).
 Guard = Literal["access", "refresh", "refresh_cookie", "access_or_cookie"]
-Via = Literal["access_token", "refresh_token", "refresh_cookie"]
+Via = Literal["access_token", "refresh_token", "refresh_cookie", "personal_token"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti", "type"]
 
 
@@ -142,6 +150,8 @@ class Credentials:
     live: bool = False  # the token's session exists and has not ended
     email_verified: bool = False
     disabled: bool = False  # an operator disabled the account (its sessions ended with it)
+    secret: str | None = None  # a personal token, until it is looked up
+    scopes: frozenset[str] | None = None  # a personal token's; None: a session (everything)
 
     @property
     def user_key(self) -> str | None:
@@ -159,6 +169,7 @@ class Principal:
     via: Via
     token_id: str
     email_verified: bool = False
+    scopes: frozenset[str] | None = None  # a personal token's; None: a session (everything)
 
 
 ANONYMOUS = Credentials(sent=False)
@@ -218,7 +229,17 @@ def read_credentials(guard: Guard) -> Credentials:
     if token is None:
         message = "A valid access token is required."
         return Credentials(sent=sent, error=unauthorized("unauthorized", message, token_sent=sent))
+    if kind == "access" and tokens.is_personal(token):
+        return _personal(token)
     return _decoded(token, kind, "access_token" if kind == "access" else "refresh_token")
+
+
+def _personal(token: str) -> Credentials:
+    """A personal token: a typo (bad shape or checksum) is refused without a lookup."""
+    if not tokens.well_formed(token):
+        error = unauthorized("unauthorized", "The token is invalid.", token_sent=True)
+        return Credentials(sent=True, error=error)
+    return Credentials(sent=True, via="personal_token", secret=token)
 
 
 def _decoded(token: str, kind: TokenKind, via: Via) -> Credentials:
@@ -249,32 +270,59 @@ def credentials() -> Credentials:
     return creds or ANONYMOUS
 
 
-# Looks a token's session up: the request's one database round trip before the view.
-CheckSession = Callable[[uuid.UUID, uuid.UUID], SessionCheck]
+class CallerChecks(Protocol):
+    """The request's one database round trip before the view: a session or a token lookup."""
+
+    def session(self, session_id: uuid.UUID, user_id: uuid.UUID) -> SessionCheck:
+        """Is the token's session live (and the user's address verified)?"""
+
+    def token(self, secret: str) -> TokenCheck | None:
+        """The personal token's owner and scopes, or None when unknown or revoked."""
 
 
-def resolve_caller(guard: Guard, session_is_live: CheckSession) -> Credentials:
-    """Read the credentials and check their session (one primary-key lookup), once.
+def resolve_caller(guard: Guard, checks: CallerChecks) -> Credentials:
+    """Read the credentials and check their session or token (one indexed lookup), once.
 
     Runs before the rate limiter, so only a live session's user is counted as that user.
     """
     creds = read_credentials(guard)
+    if creds.secret is not None:
+        return _looked_up(creds, checks.token(creds.secret))
     if creds.claims is None:
         return creds
     user_id, session_id = uuid.UUID(str(creds.claims["sub"])), uuid.UUID(str(creds.claims["sid"]))
-    check = session_is_live(session_id, user_id)
+    check = checks.session(session_id, user_id)
     return replace(
         creds, live=check.live, email_verified=check.email_verified, disabled=check.disabled
     )
 
 
-def authenticate(guard: Guard, session_is_live: CheckSession) -> None:
+def _looked_up(creds: Credentials, check: TokenCheck | None) -> Credentials:
+    """A personal token's credentials after its lookup."""
+    if check is None:
+        message = "The token is unknown or was revoked."
+        return replace(creds, error=unauthorized("unauthorized", message, token_sent=True))
+    if check.expired:
+        message = "The token has expired."
+        return replace(creds, error=unauthorized("token_expired", message, token_sent=True))
+    claims = {"sub": str(check.user_id), "sid": str(check.token_id), "jti": str(check.token_id)}
+    return replace(
+        creds,
+        claims=claims,
+        live=not check.disabled,
+        email_verified=check.email_verified,
+        disabled=check.disabled,
+        scopes=check.scopes,
+    )
+
+
+def authenticate(guard: Guard, checks: CallerChecks) -> None:
     """The guard: 401 unless the credentials hold a live session; 403 for a cookie without CSRF.
 
     ``/auth/csrf`` alone takes the cookie without the header: it is how a reloaded page gets
     the value back, and only allowlisted origins can read its answer.
     """
-    creds = g.get("credentials") or resolve_caller(guard, session_is_live)
+    creds = g.get("credentials") or resolve_caller(guard, checks)
     if creds.error is not None:
         raise creds.error
     claims = creds.claims
@@ -287,8 +335,25 @@ def authenticate(guard: Guard, session_is_live: CheckSession) -> None:
     if not creds.live:
         raise unauthorized("token_revoked", "The token's session has ended.", token_sent=True)
     g.principal = Principal(
-        user_id, session_id, creds.via, str(claims["jti"]), email_verified=creds.email_verified
+        user_id,
+        session_id,
+        creds.via,
+        str(claims["jti"]),
+        email_verified=creds.email_verified,
+        scopes=creds.scopes,
     )
+
+
+def check_scopes(needed: tuple[str, ...] | None) -> None:
+    """403 insufficient_scope (RFC 6750) when a personal token lacks a scope the route needs,
+    or the route is an account route (``needed`` None), which only a session may use."""
+    held = principal().scopes
+    if held is None:
+        return
+    if needed is None:
+        raise insufficient_scope(None)
+    if not set(needed) <= held:
+        raise insufficient_scope(needed)
 
 
 def require_verified_email() -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from limits import parse_many
+from platformdirs import user_data_dir
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -15,6 +18,15 @@ from sqlalchemy.exc import ArgumentError
 
 MIN_SECRET_BYTES = 32
 SECRET_FILE_NAME = "secret_key"
+# The installed package's own folder: nothing is ever written under it.
+PACKAGE_DIR = Path(__file__).resolve().parent
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder (``$XDG_DATA_HOME/taskapi``, usually ~/.local/share/taskapi),
+    the same whatever the current directory, so a second terminal and cron find one database."""
+    return Path(user_data_dir("taskapi", appauthor=False))
 
 
 class SettingsError(Exception):
@@ -30,7 +42,9 @@ class Settings(BaseSettings):
     )
 
     env: Literal["development", "production"] = "development"
-    data_dir: Path = Path("instance")
+    # Always absolute: a relative TASKAPI_DATA_DIR is resolved against the current directory
+    # once, when settings are read.
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""
     secret_key: str = ""
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
@@ -43,6 +57,11 @@ class Settings(BaseSettings):
     require_if_match: bool = False
     tombstone_days: int = Field(default=30, ge=1)
     workers: int = Field(default=2, ge=1)
+    # Names one `taskapi serve` among several on a host (process title, runtime files);
+    # `--instance-name` sets it, and it defaults to the port (`port8000`).
+    instance_name: str | None = None
+    # Production runs on PostgreSQL; SQLite only when this says so (one process, one machine).
+    allow_sqlite_in_production: bool = False
     threads: int = Field(default=4, ge=1)
     # Cookie mode for browser SPAs.
     cookie_secure: bool | None = None
@@ -59,6 +78,8 @@ class Settings(BaseSettings):
     ratelimit_password_checks_address: str = "30/minute"
     # Everything a user can grow is bounded.
     max_tasks_per_user: int = Field(default=100_000, ge=1)
+    max_lists_per_user: int = Field(default=1_000, ge=1)
+    max_tokens_per_user: int = Field(default=50, ge=1)
     max_sessions_per_user: int = Field(default=50, ge=1)
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     redis_url: str | None = None
@@ -99,6 +120,30 @@ class Settings(BaseSettings):
     ratelimit_password_reset_address: str = "20/hour"
     ratelimit_verify_resend: str = "3/hour"
     ratelimit_email_change: str = "5/hour"
+
+    # Metrics (Prometheus) and traces (OpenTelemetry); all off by default. METRICS_PORT opens
+    # a listener in the server's master process on METRICS_BIND; METRICS_TOKEN answers
+    # GET /metrics on the public port to "Authorization: Bearer <token>" only (404 otherwise).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_bind: str = "127.0.0.1"
+    metrics_token: SecretStr | None = None
+    # The OTLP/HTTP collector's base URL (http://collector:4318); spans go to <it>/v1/traces.
+    otel_endpoint: str | None = None
+    otel_service_name: str = "taskapi"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        """Resolve ``~`` and a relative folder once, against the current directory."""
+        return Path(os.path.abspath(value.expanduser()))
+
+    @field_validator("instance_name")
+    @classmethod
+    def _instance_name(cls, value: str | None) -> str | None:
+        """A short name usable in a file name and a process title."""
+        if value is not None and not INSTANCE_NAME.fullmatch(value):
+            raise ValueError("must be 1 to 40 letters, digits, '.', '_' or '-'")
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -212,6 +257,11 @@ class Settings(BaseSettings):
             )
         if self.env == "production" and not self.allowed_hosts:
             raise ValueError("TASKAPI_ALLOWED_HOSTS must list the API's host names in production")
+        if self.env == "production" and self.uses_sqlite and not self.allow_sqlite_in_production:
+            raise ValueError(
+                "TASKAPI_DATABASE_URL must be a PostgreSQL URL in production (or set "
+                "TASKAPI_ALLOW_SQLITE_IN_PRODUCTION=true to run on SQLite anyway)"
+            )
         if self.mail_backend == "smtp" and not self.smtp_host:
             raise ValueError("TASKAPI_MAIL_BACKEND=smtp requires TASKAPI_SMTP_HOST")
         if self.smtp_ssl and self.smtp_starttls:
@@ -229,6 +279,11 @@ class Settings(BaseSettings):
     def secure_cookies(self) -> bool:
         """Cookies are Secure by default in production only."""
         return self.is_production if self.cookie_secure is None else self.cookie_secure
+
+    @property
+    def uses_sqlite(self) -> bool:
+        """True when the database is SQLite (the default, a file in the data folder)."""
+        return not self.database_url or self.database_url.startswith("sqlite")
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -283,6 +338,43 @@ def _development_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+SECRET_FIELD_ENDINGS = ("secret_key", "password", "token")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (database, Redis, collector URLs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def masked_settings(settings: Settings) -> dict[str, str]:
+    """Every setting as ``TASKAPI_<NAME>`` to text: secrets (keys, passwords, tokens) shown
+    as ``***`` when set, and passwords inside URLs masked."""
+    shown: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+            text = "***" if value else ""
+        elif isinstance(value, tuple):
+            text = ",".join(map(str, value))
+        elif value is None:
+            text = ""
+        elif isinstance(value, bool):
+            text = str(value).lower()
+        else:
+            text = str(value)
+        if name.endswith(SECRET_FIELD_ENDINGS) and text:
+            text = "***"
+        elif "://" in text:
+            text = masked_url(text)
+        shown[f"TASKAPI_{name.upper()}"] = text
+    return shown
+
+
 def describe_error(error: ValidationError) -> str:
     """Turn a settings validation error into one line naming the variable."""
     first = error.errors()[0]
@@ -292,15 +384,23 @@ def describe_error(error: ValidationError) -> str:
     return f"invalid setting {name}: {message}"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(*, prepare: bool = True, **overrides: object) -> Settings:
     """Read settings from the environment; create the private data folder, secret and SQLite file.
 
-    The data folder is created 0700, the secret and a SQLite database file 0600.
+    The data folder is created 0700, the secret and a SQLite database file 0600. With
+    ``prepare=False`` nothing is created (``taskapi info``, the health check).
     """
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         raise SettingsError(describe_error(error)) from None
+    if settings.data_dir.resolve().is_relative_to(PACKAGE_DIR):
+        raise SettingsError(
+            f"invalid setting TASKAPI_DATA_DIR: {settings.data_dir} is inside the installed "
+            "package; choose a folder outside it"
+        )
+    if not prepare:
+        return settings
     if not settings.secret_key:
         secret = _development_secret(settings.data_dir)
         settings = settings.model_copy(update={"secret_key": secret})

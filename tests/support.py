@@ -161,17 +161,21 @@ def assert_429(response: Any, *, max_wait: int | None = None) -> None:
 # --- delta sync ------------------------------------------------------------------------------
 
 
-def apply(store: dict[str, Any], page: dict[str, Any]) -> None:
-    """Apply one page of changes to a client-side store, checking each entry's shape."""
+def apply(store: dict[str, Any], page: dict[str, Any], lists: dict[str, Any] | None = None) -> None:
+    """Apply one page of changes to a client-side store of tasks (and of ``lists``, when
+    given), checking each entry's shape."""
     page_ids = [c["id"] for c in page["changes"]]
-    assert len(page_ids) == len(set(page_ids)), "a task appears twice in one page"
+    assert len(page_ids) == len(set(page_ids)), "an item appears twice in one page"
     for change in page["changes"]:
+        kind = change["type"]
+        target = store if kind == "task" else lists if lists is not None else {}
         if change["deleted"]:
-            assert change == {"id": change["id"], "deleted": True}
-            store.pop(change["id"], None)
+            assert change == {"id": change["id"], "type": kind, "deleted": True}
+            target.pop(change["id"], None)
         else:
-            assert set(change) == {"id", "deleted", "task"} and change["task"]["id"] == change["id"]
-            store[change["id"]] = change["task"]
+            assert set(change) == {"id", "type", "deleted", kind}, change
+            assert change[kind]["id"] == change["id"]
+            target[change["id"]] = change[kind]
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -166,7 +166,10 @@ def test_samesite_none_without_secure_is_refused() -> None:
 
 def test_production_cookies_are_secure_by_default() -> None:
     """Secure defaults to true in production."""
-    production = Settings(env="production", secret_key="s" * 40, allowed_hosts="api.example.com")
+    production = Settings(
+        env="production", secret_key="s" * 40, allowed_hosts="api.example.com",
+        database_url="postgresql+psycopg://db.internal/taskapi",
+    )  # fmt: skip
     assert production.secure_cookies is True
     assert Settings(secret_key="s" * 40).secure_cookies is False
 

@@ -333,10 +333,16 @@ def test_no_cors_headers_without_an_allowlist(client: FlaskClient) -> None:
 @pytest.mark.parametrize("secret", ["", "short", "x" * 31])
 def test_production_refuses_a_weak_secret(tmp_path: Path, secret: str) -> None:
     """env=production with a secret under 32 bytes does not start."""
-    hosts = "api.example.com"
+    hosts, url = "api.example.com", "postgresql+psycopg://db.internal/taskapi"
     with pytest.raises(ValidationError, match="SECRET_KEY"):
-        Settings(env="production", secret_key=secret, data_dir=tmp_path, allowed_hosts=hosts)
-    strong = Settings(env="production", secret_key="x" * 32, data_dir=tmp_path, allowed_hosts=hosts)
+        Settings(
+            env="production", secret_key=secret, data_dir=tmp_path, allowed_hosts=hosts,
+            database_url=url,
+        )  # fmt: skip
+    strong = Settings(
+        env="production", secret_key="x" * 32, data_dir=tmp_path, allowed_hosts=hosts,
+        database_url=url,
+    )  # fmt: skip
     assert strong.is_production
 
 

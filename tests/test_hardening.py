@@ -19,9 +19,10 @@ from sqlalchemy import create_engine, event, select, text, update
 
 from taskapi.api.operation import operation
 from taskapi.db import WriteOutsideUnitOfWork, write
-from taskapi.models import Task
+from taskapi.models import Task, TaskList
 from taskapi.models import User as UserRow
 from taskapi.schemas.auth import UserPublic
+from taskapi.services.positions import spread
 from taskapi.settings import Settings
 from tests.conftest import PASSWORD, User, login, unique_email
 from tests.support import cors_headers, engine_of
@@ -140,10 +141,14 @@ def test_clearing_completed_tasks_commits_in_batches(app: Flask, alice: User) ->
     engine = engine_of(app)
     with engine.begin() as connection:
         owner = uuid.UUID(alice.id)
+        inbox = connection.execute(
+            select(TaskList.id).where(TaskList.owner_id == owner, TaskList.inbox.is_(True))
+        ).scalar_one()
         rows = [
             {"id": uuid.uuid4(), "owner_id": owner, "title": f"t{i}", "notes": "",
-             "completed": True, "priority": 0, "tags": [], "version": 1, "change_seq": 0}
-            for i in range(1200)
+             "completed": True, "priority": 0, "tags": [], "version": 1, "change_seq": 0,
+             "list_id": inbox, "position": key}
+            for i, key in enumerate(spread(1200))
         ]  # fmt: skip
         connection.execute(_task_insert(), rows)
         connection.execute(

@@ -57,12 +57,26 @@ CONTRACT = [
     ("put", "/api/v1/tasks/{}", "access", 200, True, {412, 428}),
     ("patch", "/api/v1/tasks/{}", "access", 200, True, {412, 428}),
     ("delete", "/api/v1/tasks/{}", "access", 204, False, {412, 428}),
+    ("post", "/api/v1/tasks/{}/move", "access", 200, True, {412, 428}),
+    # lists
+    ("post", "/api/v1/lists", "access", 201, True, {409}),
+    ("get", "/api/v1/lists", "access", 200, False, set()),
+    ("get", "/api/v1/lists/{}", "access", 200, False, set()),
+    ("put", "/api/v1/lists/{}", "access", 200, True, {412, 428}),
+    ("patch", "/api/v1/lists/{}", "access", 200, True, {412, 428}),
+    ("delete", "/api/v1/lists/{}", "access", 204, False, {409, 412, 428}),
+    ("post", "/api/v1/lists/{}/move", "access", 200, True, {412, 428}),
+    ("get", "/api/v1/lists/{}/tasks", "access", 200, False, set()),
     # account recovery and change of email
     ("post", "/api/v1/auth/password-reset", None, 202, True, set()),
     ("post", "/api/v1/auth/password-reset/confirm", None, 204, True, set()),
     ("post", "/api/v1/auth/verify-email", None, 204, True, {409}),
     ("post", "/api/v1/auth/verify-email/resend", "access", 202, False, set()),
     ("post", "/api/v1/auth/email", "access", 202, True, {403, 409}),
+    # personal access tokens
+    ("post", "/api/v1/auth/tokens", "access", 201, True, {409}),
+    ("get", "/api/v1/auth/tokens", "access", 200, False, set()),
+    ("delete", "/api/v1/auth/tokens/{}", "access", 204, False, set()),
     ("get", "/api/health", None, 200, False, set()),
     ("get", "/api/ready", None, 200, False, {503}),
     ("get", DOC_URL, None, 200, False, set()),
@@ -368,7 +382,7 @@ def test_documented_enums_are_the_servers(doc: dict[str, Any], alice: User) -> N
         created = alice.request("POST", "/api/v1/tasks", json={"title": "x", "priority": value})
         assert created.status_code == 201 and created.json["priority"] == value
     sorts = _documented_bound(doc, "get", "/api/v1/tasks", ("query", "sort"), "enum")
-    fields = ["created_at", "updated_at", "due_at", "priority", "title"]
+    fields = ["created_at", "updated_at", "due_at", "priority", "title", "position"]
     assert set(sorts) == set(fields) | {f"-{f}" for f in fields}
     for value in ["-title", "nope"]:
         answer = alice.request("GET", "/api/v1/tasks", query_string={"sort": value})
@@ -448,7 +462,11 @@ def test_request_schemas_carry_no_defaults(doc: dict[str, Any]) -> None:
     patch = schemas["patchTask"]["properties"]
     assert {"type": "null"} in patch["due_at"]["anyOf"], "null clears due_at"
     nullable = {name for name, prop in patch.items() if "anyOf" in prop}
-    assert nullable == {"due_at", "completed_at"}, "only due_at (and ignored completed_at)"
+    clearable = {"due_at", "parent_id", "recurrence", "timezone"}
+    assert nullable == clearable | {"completed_at", "next_occurrence_id"}, (
+        "due_at, parent_id (back to the top level), recurrence (none) and timezone (UTC), and "
+        "the ignored completed_at and next_occurrence_id"
+    )
 
 
 def test_server_set_fields_are_read_only(doc: dict[str, Any]) -> None:
@@ -541,7 +559,10 @@ def test_error_responses_name_their_codes(ops: dict[tuple[str, str], dict[str, A
     assert codes("get", "/api/v1/tasks/{}", 401) >= {"unauthorized", "token_expired",
                                                      "token_revoked"}  # fmt: skip
     assert codes("post", "/api/v1/auth/refresh", 403) == {"csrf_failed"}
-    assert codes("post", "/api/v1/auth/password", 403) == {"invalid_credentials"}
+    assert codes("post", "/api/v1/auth/password", 403) == {
+        "insufficient_scope",  # a personal token: account routes take sessions only
+        "invalid_credentials",
+    }
     assert codes("get", "/api/v1/tasks/changes", 410) == {"sync_token_expired"}
     assert codes("put", "/api/v1/tasks/{}", 428) == {"precondition_required"}
     assert codes("get", "/api/v1/tasks", 408) == {"request_timeout"}

@@ -44,8 +44,12 @@ def test_readme_walkthrough_runs(
     )
     assert result.returncode == 0, result.stderr + result.stdout
     codes = [line for line in result.stdout.splitlines() if re.fullmatch(r"\d{3}", line)]
-    assert codes == ["204", "401"]
+    assert codes == ["204", "204", "401", "401"]
     assert '"title":"Buy milk"' in result.stdout
+    assert '"title":"Made by a script"' in result.stdout
+    # The recurring task was completed and its next occurrence made: both are in the list.
+    assert re.search(r"^[0-9a-f-]{36}$", result.stdout, re.M), result.stdout
+    assert result.stdout.count('"title":"Water the roses"') == 2
 
 
 @pytest.mark.slow
@@ -61,8 +65,15 @@ def test_readme_password_reset_runs(
     server = live_server_factory({"TASKAPI_DATABASE_URL": database_url})
     result = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + walkthrough("reset-walkthrough")],
-        env={"API": server.url, "EMAIL": unique_email(), "PATH": "/usr/bin:/bin:/usr/local/bin"},
-        cwd=tmp_path,  # the server's working directory: its data folder is ./instance
+        env={
+            "API": server.url,
+            "EMAIL": unique_email(),
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+            # The server's data folder, as an operator who set it has it in the environment
+            # (without it the block asks `uv run taskapi info --data-dir`).
+            "TASKAPI_DATA_DIR": str(tmp_path / "instance"),
+        },
+        cwd=tmp_path,  # the server's working directory
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,6 +76,54 @@ class Scene:
     def stranger(self) -> User:
         """Another user, on another client."""
         return self._make_user("Bob", on=self.app.test_client())
+
+    def _token(self, *scopes: str) -> dict[str, Any]:
+        """A personal token of the user with these scopes (the create answer)."""
+        made = self.user.request(
+            "POST", f"{AUTH}/tokens", json={"name": "t", "scopes": list(scopes)}
+        )
+        assert made.status_code == 201, made.get_data()
+        return dict(made.json)
+
+    @cached_property
+    def personal_token(self) -> str:
+        """The secret of a personal token with every scope."""
+        return str(self._token("tasks:read", "tasks:write", "lists:read", "lists:write")["token"])
+
+    @cached_property
+    def personal_token_id(self) -> str:
+        """The id of a personal token of the user."""
+        return str(self._token("tasks:read")["id"])
+
+    @cached_property
+    def lists_only_token(self) -> str:
+        """The secret of a personal token that may only read lists."""
+        return str(self._token("lists:read")["token"])
+
+    @cached_property
+    def a_list(self) -> dict[str, Any]:
+        """One of the user's lists (not the inbox)."""
+        made = self.user.request("POST", "/api/v1/lists", json={"title": "Errands"})
+        assert made.status_code == 201, made.get_data()
+        return dict(made.json)
+
+    @property
+    def list_path(self) -> str:
+        """The URL of ``a_list``."""
+        return f"/api/v1/lists/{self.a_list['id']}"
+
+    @cached_property
+    def inbox(self) -> dict[str, Any]:
+        """The user's inbox."""
+        items = self.user.request("GET", "/api/v1/lists").json["items"]
+        return dict(next(item for item in items if item["inbox"]))
+
+    @cached_property
+    def strangers_list(self) -> dict[str, Any]:
+        """A list of another user."""
+        made = self.stranger.request("POST", "/api/v1/lists", json={"title": "Bob's"})
+        assert made.status_code == 201, made.get_data()
+        return dict(made.json)
 
     @cached_property
     def task(self) -> dict[str, Any]:
@@ -246,6 +295,8 @@ PLAIN = {"data": "title=Water the plants", "content_type": "text/plain"}
 MERGE_PATCH = "application/merge-patch+json"
 ME = f"{AUTH}/me"
 A_SESSION, A_TASK = f"{AUTH}/sessions/{{session_id}}", f"{TASKS}/{{task_id}}"
+LISTS = "/api/v1/lists"
+A_LIST = f"{LISTS}/{{list_id}}"
 
 CALLS = [
     # health and documentation
@@ -389,6 +440,57 @@ CALLS = [
          lambda s: s.send("DELETE", s.task_path, headers=s.stale)),
     Call(f"DELETE {A_TASK}", 428, "If-Match required", lambda s: s.client_of(
         require_if_match=True).delete(s.task_path, headers=s.user.headers)),
+    Call(f"POST {A_TASK}/move", 200, "first", lambda s: s.send(
+        "POST", f"{s.task_path}/move", json={"after": None})),
+    Call(f"POST {A_TASK}/move", 400, "after itself", lambda s: s.send(
+        "POST", f"{s.task_path}/move", json={"after": s.task["id"]})),
+    Call(f"POST {A_TASK}/move", 404, "someone else's list", lambda s: s.send(
+        "POST", f"{s.task_path}/move", json={"list_id": s.strangers_list["id"], "after": None})),
+    # personal access tokens
+    Call(f"POST {AUTH}/tokens", 201, "a script's token", lambda s: s.send(
+        "POST", f"{AUTH}/tokens", json={"name": "backup", "scopes": ["tasks:read"]})),
+    Call(f"POST {AUTH}/tokens", 400, "unknown scope", lambda s: s.send(
+        "POST", f"{AUTH}/tokens", json={"name": "backup", "scopes": ["everything"]})),
+    Call(f"POST {AUTH}/tokens", 403, "with a personal token", lambda s: s.http.post(
+        f"{AUTH}/tokens", json={"name": "x", "scopes": ["tasks:read"]},
+        headers=bearer(s.personal_token))),
+    Call(f"GET {AUTH}/tokens", 200, "session", lambda s: s.send("GET", f"{AUTH}/tokens")),
+    Call(f"GET {AUTH}/tokens", 401, "no token", lambda s: s.http.get(f"{AUTH}/tokens")),
+    Call(f"DELETE {AUTH}/tokens/{{token_id}}", 204, "mine", lambda s: s.send(
+        "DELETE", f"{AUTH}/tokens/{s.personal_token_id}")),
+    Call(f"DELETE {AUTH}/tokens/{{token_id}}", 404, "unknown", lambda s: s.send(
+        "DELETE", f"{AUTH}/tokens/{uuid.uuid4()}")),
+    Call(f"GET {TASKS}", 403, "personal token without tasks:read", lambda s: s.http.get(
+        TASKS, headers=bearer(s.lists_only_token))),
+    # lists
+    Call(f"POST {LISTS}", 201, "title and color", lambda s: s.send(
+        "POST", LISTS, json={"title": "Groceries", "color": "#00aa00"})),
+    Call(f"POST {LISTS}", 400, "bad color", lambda s: s.send(
+        "POST", LISTS, json={"title": "Groceries", "color": "green"})),
+    Call(f"GET {LISTS}", 200, "the inbox and more", lambda s: s.send("GET", LISTS)),
+    Call(f"GET {LISTS}", 400, "bad cursor", lambda s: s.send("GET", f"{LISTS}?cursor=x")),
+    Call(f"GET {A_LIST}", 200, "mine", lambda s: s.send("GET", s.list_path)),
+    Call(f"GET {A_LIST}", 404, "someone else's", lambda s: s.send(
+        "GET", f"{LISTS}/{s.strangers_list['id']}")),
+    Call(f"PUT {A_LIST}", 200, "replaced", lambda s: s.send(
+        "PUT", s.list_path, json={"title": "Food"})),
+    Call(f"PUT {A_LIST}", 400, "title missing", lambda s: s.send(
+        "PUT", s.list_path, json={"color": "#ffffff"})),
+    Call(f"PATCH {A_LIST}", 200, "color cleared", lambda s: s.send(
+        "PATCH", s.list_path, json={"color": None})),
+    Call(f"PATCH {A_LIST}", 412, "stale If-Match", lambda s: s.send(
+        "PATCH", s.list_path, json={"title": "x"}, headers={"If-Match": '"99"'})),
+    Call(f"DELETE {A_LIST}", 204, "mine", lambda s: s.send("DELETE", s.list_path)),
+    Call(f"DELETE {A_LIST}", 409, "the inbox", lambda s: s.send(
+        "DELETE", f"{LISTS}/{s.inbox['id']}")),
+    Call(f"POST {A_LIST}/move", 200, "first", lambda s: s.send(
+        "POST", f"{s.list_path}/move", json={"after": None})),
+    Call(f"POST {A_LIST}/move", 404, "after someone else's", lambda s: s.send(
+        "POST", f"{s.list_path}/move", json={"after": s.strangers_list["id"]})),
+    Call(f"GET {A_LIST}/tasks", 200, "by position", lambda s: s.send(
+        "GET", f"{s.list_path}/tasks")),
+    Call(f"GET {A_LIST}/tasks", 404, "someone else's", lambda s: s.send(
+        "GET", f"{LISTS}/{s.strangers_list['id']}/tasks")),
     # a database outage, behind a valid token
     Call(f"GET {TASKS}", 503, "database down", lambda s: s.client_of(
         database_url=DOWN_URL).get(TASKS, headers=s.user.headers)),

@@ -35,6 +35,9 @@ def test_hsts_only_in_production_when_enabled(
     make_app: Callable[..., Flask], env: str, hsts: bool, expected: bool
 ) -> None:
     """TASKAPI_HSTS=true adds Strict-Transport-Security in production."""
-    app = make_app(env=env, hsts=hsts, secret_key=TEST_SECRET, allowed_hosts="localhost")
+    app = make_app(
+        env=env, hsts=hsts, secret_key=TEST_SECRET, allowed_hosts="localhost",
+        allow_sqlite_in_production=True,  # this test runs on SQLite too
+    )  # fmt: skip
     answer = app.test_client().get("/api/health")
     assert ("Strict-Transport-Security" in answer.headers) is expected

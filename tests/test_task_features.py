@@ -309,12 +309,15 @@ def test_changes_from_the_beginning(alice: User, bob: User) -> None:
     assert answer.status_code == 200
     page = answer.get_json()
     assert set(page) == {"changes", "next", "has_more"} and page["has_more"] is False
+    (inbox,) = alice.request("GET", "/api/v1/lists").get_json()["items"]
     assert page["changes"] == [
-        {"id": c["id"], "deleted": False, "task": c},
-        {"id": a["id"], "deleted": False, "task": a},
-        {"id": b["id"], "deleted": True},
+        {"id": inbox["id"], "type": "list", "deleted": False, "list": inbox},
+        {"id": c["id"], "type": "task", "deleted": False, "task": c},
+        {"id": a["id"], "type": "task", "deleted": False, "task": a},
+        {"id": b["id"], "type": "task", "deleted": True},
     ]
-    assert [ch["task"]["title"] for ch in changes(bob).get_json()["changes"]] == ["bob"]
+    bobs = changes(bob).get_json()["changes"]
+    assert [ch["task"]["title"] for ch in bobs if ch["type"] == "task"] == ["bob"]
 
 
 def test_changes_since_a_token(alice: User, bob: User) -> None:
@@ -326,8 +329,8 @@ def test_changes_since_a_token(alice: User, bob: User) -> None:
     bob.create_task()
     page = changes(alice, since=token).get_json()
     assert page["changes"] == [
-        {"id": b["id"], "deleted": False, "task": b},
-        {"id": a["id"], "deleted": True},
+        {"id": b["id"], "type": "task", "deleted": False, "task": b},
+        {"id": a["id"], "type": "task", "deleted": True},
     ]
     foreign = changes(bob, since=token)  # Alice's token is not Bob's: it shows him nothing
     body = assert_error(foreign, 400, "validation_error")
@@ -336,7 +339,7 @@ def test_changes_since_a_token(alice: User, bob: User) -> None:
     assert idle["changes"] == [] and idle["has_more"] is False and isinstance(idle["next"], str)
     c = alice.create_task(title="c")
     assert changes(alice, since=idle["next"]).get_json()["changes"] == [
-        {"id": c["id"], "deleted": False, "task": c}
+        {"id": c["id"], "type": "task", "deleted": False, "task": c}
     ]
 
 
@@ -414,4 +417,5 @@ def test_old_sync_token_expires(
     if status == 410:
         assert_error(answer, 410, "sync_token_expired")
     else:
-        assert answer.status_code == 200 and len(answer.get_json()["changes"]) == 1
+        kinds = [change["type"] for change in answer.get_json()["changes"]]
+        assert answer.status_code == 200 and kinds == ["list", "task"]  # the inbox, the task

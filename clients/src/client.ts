@@ -246,6 +246,110 @@ export async function tasks(api: ReturnType<typeof connect>["api"]): Promise<Tas
   return open;
 }
 
+// --- lists, manual order, subtasks and recurring tasks ------------------------------------------
+
+export async function organise(api: ReturnType<typeof connect>["api"]) {
+  const lists = await api.GET("/api/v1/lists", { params: { query: { limit: 100 } } });
+  if (lists.error) fail("lists", lists.error);
+  const inbox = lists.data.items.find((list) => list.inbox);
+
+  // Only the title is required; color is optional.
+  const made = await api.POST("/api/v1/lists", {
+    body: { title: "Groceries" },
+    params: { header: { "Idempotency-Key": crypto.randomUUID() } },
+  });
+  if (made.error) {
+    if (made.error.code === "quota_exceeded") throw new Error("too many lists");
+    fail("create list", made.error);
+  }
+  const groceries = made.data;
+  await api.PATCH("/api/v1/lists/{list_id}", {
+    params: { path: { list_id: groceries.id } },
+    body: { color: "#3a7bd5" },
+  });
+  await api.PUT("/api/v1/lists/{list_id}", {
+    params: { path: { list_id: groceries.id }, header: { "If-Match": `"${groceries.version}"` } },
+    body: { ...groceries, title: "Food" },
+  });
+  await api.GET("/api/v1/lists/{list_id}", { params: { path: { list_id: groceries.id } } });
+  // First in the user's order.
+  await api.POST("/api/v1/lists/{list_id}/move", {
+    params: { path: { list_id: groceries.id } },
+    body: { after: null },
+  });
+
+  // A task in the list, a subtask under it, and a weekly task that keeps 09:00 in Berlin.
+  const milk = await api.POST("/api/v1/tasks", { body: { title: "Milk", list_id: groceries.id } });
+  if (milk.error) fail("create", milk.error);
+  await api.POST("/api/v1/tasks", { body: { title: "Oat milk", parent_id: milk.data.id } });
+  const weekly = await api.POST("/api/v1/tasks", {
+    body: {
+      title: "Market",
+      list_id: groceries.id,
+      due_at: "2030-03-25T08:00:00Z",
+      recurrence: "FREQ=WEEKLY;BYDAY=MO",
+      timezone: "Europe/Berlin",
+    },
+  });
+  if (weekly.error) fail("create", weekly.error);
+  const completed = await api.PATCH("/api/v1/tasks/{task_id}", {
+    params: { path: { task_id: weekly.data.id } },
+    body: { completed: true },
+  });
+  const next: string | null | undefined = completed.data?.next_occurrence_id;
+
+  // Drag "Market" right after "Milk"; then into the inbox (first there).
+  await api.POST("/api/v1/tasks/{task_id}/move", {
+    params: { path: { task_id: weekly.data.id } },
+    body: { after: milk.data.id },
+  });
+  if (inbox) {
+    await api.POST("/api/v1/tasks/{task_id}/move", {
+      params: { path: { task_id: weekly.data.id } },
+      body: { list_id: inbox.id, after: null },
+    });
+  }
+
+  // The list's tasks in the user's order (the default inside a list), then the subtasks.
+  const page = await api.GET("/api/v1/lists/{list_id}/tasks", {
+    params: { path: { list_id: groceries.id }, query: { completed: false } },
+  });
+  const subtasks = await api.GET("/api/v1/tasks", {
+    params: { query: { parent_id: milk.data.id, sort: "position" } },
+  });
+
+  const removed = await api.DELETE("/api/v1/lists/{list_id}", {
+    params: { path: { list_id: groceries.id } },
+  });
+  if (removed.error?.code === "inbox_not_deletable") console.log("the inbox stays");
+  return { next, tasks: page.data?.items.length, subtasks: subtasks.data?.items.length };
+}
+
+// --- personal access tokens (a script's own credential) ----------------------------------------
+
+export async function scriptToken(api: ReturnType<typeof connect>["api"], baseUrl: string) {
+  // Made with a session; expires_in_days is optional (never expires when left out).
+  const made = await api.POST("/api/v1/auth/tokens", {
+    body: { name: "nightly backup", scopes: ["tasks:read", "lists:read"] },
+  });
+  if (made.error) {
+    if (made.error.code === "quota_exceeded") throw new Error("too many tokens");
+    fail("token", made.error);
+  }
+  const secret: string = made.data.token; // shown this once
+  const script = createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${secret}` } });
+  const page = await script.GET("/api/v1/tasks", { params: { query: { limit: 100 } } });
+  const denied = await script.POST("/api/v1/tasks", { body: { title: "not allowed" } });
+  if (denied.error?.code === "insufficient_scope") console.log("read-only token");
+
+  const all = await api.GET("/api/v1/auth/tokens");
+  const lastUsed = all.data?.items.find((t) => t.id === made.data.id)?.last_used_at;
+  await api.DELETE("/api/v1/auth/tokens/{token_id}", {
+    params: { path: { token_id: made.data.id } },
+  });
+  return { tasks: page.data?.items.length, lastUsed };
+}
+
 // --- delta sync --------------------------------------------------------------------------------
 
 export async function sync(
@@ -266,6 +370,7 @@ export async function sync(
       fail("changes", error);
     }
     for (const change of data.changes) {
+      if (change.type !== "task") continue; // lists: see organise()
       if (change.deleted || !change.task) store.delete(change.id);
       else store.set(change.id, change.task);
     }

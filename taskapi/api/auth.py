@@ -10,12 +10,13 @@ from datetime import timedelta
 from flask import Blueprint, Response, request
 from flask_jwt_extended import set_refresh_cookies, unset_refresh_cookies
 
+from taskapi import metrics
 from taskapi.api.account import mail_context, network_of_caller
 from taskapi.api.deps import db_session, settings, state, token_key
 from taskapi.api.operation import PATCH_TYPES, Reply, operation
 from taskapi.api.parsing import parse_id
 from taskapi.db import utcnow, write
-from taskapi.errors import NotFound
+from taskapi.errors import DomainError, NotFound, SessionEnded
 from taskapi.schemas.auth import (
     CsrfAnswer,
     DeleteMeBody,
@@ -102,9 +103,14 @@ def login(body: LoginBody) -> Reply:
     """Check credentials, open a session and issue its first tokens."""
     db, config = db_session(), settings()
     with state().password_guard.attempt(body.email):
-        user = service.authenticate(
-            db, email=body.email, password=body.password, rounds=config.bcrypt_rounds
-        )
+        try:
+            user = service.authenticate(
+                db, email=body.email, password=body.password, rounds=config.bcrypt_rounds
+            )
+        except DomainError:
+            metrics.login_failed()
+            raise
+    metrics.login_succeeded()
     user_agent, now = request.headers.get("User-Agent", ""), utcnow()
     with write(db):  # the session and a new device's notice commit together
         grant = service.open_session(
@@ -161,14 +167,20 @@ def _refresh_cookie(user_id: uuid.UUID, grant: RefreshGrant) -> Callable[[Respon
 def refresh(body: RefreshBody | None) -> Reply:
     """Rotate the refresh token and issue a fresh access token."""
     caller, config = principal(), settings()
-    grant = service.rotate_refresh_token(
-        db_session(),
-        session_id=caller.session_id,
-        presented_jti=caller.token_id,
-        now=utcnow(),
-        lifetime=timedelta(days=config.refresh_token_days),
-        grace=timedelta(seconds=config.refresh_grace_seconds),
-    )
+    try:
+        grant = service.rotate_refresh_token(
+            db_session(),
+            session_id=caller.session_id,
+            presented_jti=caller.token_id,
+            now=utcnow(),
+            lifetime=timedelta(days=config.refresh_token_days),
+            grace=timedelta(seconds=config.refresh_grace_seconds),
+        )
+    except SessionEnded:
+        # The guard found the session live a moment ago: the token was reused, and the
+        # rotation revoked the session (a logout racing in between is counted here too).
+        metrics.refresh_reuse_detected()
+        raise
     from_cookie = caller.via == "refresh_cookie"
     cookie = _refresh_cookie(caller.user_id, grant) if from_cookie else None
     return Reply(token_answer(caller.user_id, grant, cookie=from_cookie), finish=cookie)
@@ -214,9 +226,10 @@ def get_csrf() -> CsrfAnswer:
 def logout() -> Reply:
     """Revoke the caller's session; a cookie-mode caller's cookie is cleared too."""
     caller = principal()
-    service.revoke_session(
+    if service.revoke_session(
         db_session(), session_id=caller.session_id, user_id=caller.user_id, now=utcnow()
-    )
+    ):
+        metrics.session_revoked("logout")
     had_cookie = REFRESH_COOKIE_NAME in request.cookies
     return Reply(finish=unset_refresh_cookies if had_cookie else None)
 
@@ -226,6 +239,7 @@ def logout() -> Reply:
 def logout_all() -> None:
     """Revoke every session of the current user, this one included."""
     service.revoke_all_sessions(db_session(), user_id=principal().user_id, now=utcnow())
+    metrics.session_revoked("logout_all")
 
 
 @bp.get("/me")
@@ -344,3 +358,4 @@ def delete_session(session_id: str) -> None:
         db_session(), session_id=sid, user_id=principal().user_id, now=utcnow()
     ):
         raise NotFound()
+    metrics.session_revoked("session_delete")

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from taskapi.db import session_has_written, utcnow
 from taskapi.limits import Counters, PasswordGuard
 from taskapi.services import auth as auth_service
+from taskapi.services import tokens as tokens_service
 from taskapi.settings import Settings
 
 T = TypeVar("T")
@@ -57,17 +58,33 @@ def db_session() -> Session:
     return session
 
 
-def session_is_live(session_id: uuid.UUID, user_id: uuid.UUID) -> auth_service.SessionCheck:
-    """One primary-key lookup per authenticated request: is the token's session alive?
+class DatabaseChecks:
+    """The caller's one lookup before the view (``security.CallerChecks``).
 
     It is the request's first statement, so it is where a pooled connection that died (a
-    database restart) shows.
+    database restart) shows: it is retried once on a fresh one.
     """
-    return once_more_if_the_connection_died(
-        lambda: auth_service.session_is_live(
-            db_session(), session_id=session_id, user_id=user_id, now=utcnow()
+
+    def session(self, session_id: uuid.UUID, user_id: uuid.UUID) -> auth_service.SessionCheck:
+        """One primary-key lookup: is the token's session alive?"""
+        return once_more_if_the_connection_died(
+            lambda: auth_service.session_is_live(
+                db_session(), session_id=session_id, user_id=user_id, now=utcnow()
+            )
         )
-    )
+
+    def token(self, secret: str) -> tokens_service.TokenCheck | None:
+        """One indexed lookup of a personal token; its use is recorded at most once a minute."""
+        now = utcnow()
+        check = once_more_if_the_connection_died(
+            lambda: tokens_service.check(db_session(), token=secret, now=now)
+        )
+        if check is not None and check.needs_touch and not check.expired:
+            tokens_service.touch(db_session(), token_id=check.token_id, now=now)
+        return check
+
+
+CALLER_CHECKS = DatabaseChecks()
 
 
 def once_more_if_the_connection_died(call: Callable[[], T]) -> T:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from taskapi.api.deps import state
-from taskapi.api.operation import BEFORE_LIMITER, Operation, operation
+from taskapi.api.operation import BEFORE_LIMITER, Operation, operation, required_scopes
 from taskapi.schemas.common import ErrorBody
 
 bp = Blueprint("docs", __name__)
@@ -105,6 +105,16 @@ SECURITY_SCHEMES = {
                       "description": "Cookie mode's refresh token (HttpOnly, Path=/api/v1/auth)"},
     "csrfHeader": {"type": "apiKey", "in": "header", "name": "X-CSRF-TOKEN",
                    "description": "Cookie mode: the session's csrf_token, with the cookie"},
+    "personalToken": {
+        "type": "http", "scheme": "bearer", "bearerFormat": "tapi_...",
+        "description": (
+            "A personal access token (POST /api/v1/auth/tokens), sent as Authorization: "
+            "Bearer tapi_.... Scopes: tasks:read, tasks:write, lists:read, lists:write; each "
+            "operation lists the ones it needs. A missing scope is 403 insufficient_scope with "
+            'WWW-Authenticate: Bearer error="insufficient_scope", scope="..."; account routes '
+            "(under /api/v1/auth) refuse personal tokens with the same 403."
+        ),
+    },
 }  # fmt: skip
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "access": [{"bearerAuth": []}],
@@ -155,6 +165,12 @@ def _error_response(op: Operation, status: int, codes: tuple[str, ...]) -> dict[
     if status == 401:
         headers["WWW-Authenticate"] = _header(
             "WWW-Authenticate", 'Bearer, with error="invalid_token" when a token was sent'
+        )
+    if status == 403 and "insufficient_scope" in codes:
+        headers["WWW-Authenticate"] = _header(
+            "WWW-Authenticate",
+            'With insufficient_scope: Bearer error="insufficient_scope", scope="<needed>" (or '
+            "error_description, on an account route)",
         )
     if status == 429:
         headers["Retry-After"] = _header("Retry-After", "Seconds to wait", required=True)
@@ -235,6 +251,15 @@ def _parameters(op: Operation, path_names: list[str]) -> list[dict[str, Any]]:
     return params
 
 
+def _security(op: Operation, method: str) -> list[dict[str, list[str]]]:
+    """Who may call: the guard's schemes, and a personal token with the scopes it needs."""
+    schemes = list(SECURITY.get(op.auth or "", []))
+    scopes = required_scopes(op, method) if op.auth in ("access", "access_or_cookie") else None
+    if scopes is not None:
+        schemes.append({"personalToken": list(scopes)})
+    return schemes
+
+
 def _operation(
     op: Operation, method: str, path_names: list[str], refs: dict[Any, Any], *, op_id: str
 ) -> dict[str, Any]:
@@ -255,7 +280,7 @@ def _operation(
         "tags": list(op.tags),
         "parameters": _parameters(op, path_names),
         "responses": dict(sorted(responses.items())),
-        "security": SECURITY.get(op.auth or "", []),
+        "security": _security(op, method),
     }
     if op.description:
         result["description"] = op.description

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from taskapi.api.deps import session_is_live
+from taskapi.api.deps import CALLER_CHECKS
 from taskapi.errors import ApiError, invalid_json, payload_too_large
 from taskapi.security import resolve_caller
 from taskapi.settings import Settings
@@ -33,7 +33,7 @@ def _read_credentials(app: Flask) -> None:
         return
     operation = getattr(app.view_functions.get(request.endpoint or ""), "operation", None)
     if operation is not None and operation.auth is not None:
-        g.credentials = resolve_caller(operation.auth, session_is_live)
+        g.credentials = resolve_caller(operation.auth, CALLER_CHECKS)
 
 
 log = logging.getLogger("taskapi.hooks")

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Response
+from flask import Response, request
 from pydantic import BaseModel
 
-from taskapi.api.deps import once_more_if_the_connection_died, session_is_live, settings
+from taskapi.api.deps import CALLER_CHECKS, once_more_if_the_connection_died, settings
 from taskapi.api.parsing import check_media_type, has_body, parse_body, parse_query
-from taskapi.security import Guard, authenticate, require_verified_email
+from taskapi.security import Guard, authenticate, check_scopes, require_verified_email
 
 F = TypeVar("F", bound=Callable[..., Any])
 JSON_TYPES = ("application/json",)
@@ -81,6 +81,26 @@ class Operation:
     uses_database: bool = True
     ok_media: str = "application/json"
     body_optional: bool = False
+    scopes: tuple[str, ...] | None = None  # None: derived from the tags and the method
+
+
+# The resources a personal token's scopes name; routes of other tags take sessions only.
+SCOPED_RESOURCES = ("tasks", "lists")
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def required_scopes(op: Operation, method: str) -> tuple[str, ...] | None:
+    """The personal-token scopes a route needs (None: an account route, sessions only).
+
+    ``<resource>:read`` for reads and ``<resource>:write`` for writes of a tasks or lists
+    route, unless the declaration names them (a list's tasks need both reads).
+    """
+    if op.scopes is not None:
+        return op.scopes
+    resource = next((tag for tag in op.tags if tag in SCOPED_RESOURCES), None)
+    if resource is None:
+        return None
+    return (f"{resource}:{'read' if method.upper() in SAFE_METHODS else 'write'}",)
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,7 @@ def operation(
     ok_media: str = "application/json",
     body_optional: bool = False,
     verified_email: bool = False,
+    scopes: tuple[str, ...] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Response]]:
     """Validate and document a view; the view receives ``body=`` and ``query=`` as declared.
 
@@ -175,6 +196,8 @@ def operation(
     )
     if verified_email:
         named[403] = (*named.get(403, ()), "email_unverified")
+    if auth in ("access", "access_or_cookie"):  # a personal token: a scope, or no account route
+        named[403] = (*named.get(403, ()), "insufficient_scope")
     codes = error_codes(implied, body, named)
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Response]:
@@ -198,11 +221,13 @@ def operation(
             uses_database=uses_database,
             ok_media=ok_media,
             body_optional=body_optional,
+            scopes=scopes,
         )
 
         def run(*args: Any, **kwargs: Any) -> Response:
             if auth is not None:
-                authenticate(auth, session_is_live)
+                authenticate(auth, CALLER_CHECKS)
+                check_scopes(required_scopes(spec, request.method))
             if verified_email and settings().require_verified_email:
                 require_verified_email()
             takes_body = body is not None and not (body_optional and not has_body())

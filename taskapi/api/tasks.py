@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -15,6 +16,7 @@ from taskapi.api.operation import PATCH_TYPES, Reply, operation
 from taskapi.api.parsing import parse_id
 from taskapi.db import utcnow
 from taskapi.errors import validation_error
+from taskapi.schemas.lists import TaskMoveBody
 from taskapi.schemas.tasks import (
     SERVER_SET_FIELDS,
     ChangesPage,
@@ -68,6 +70,23 @@ IDEMPOTENCY_DOC = (
 )
 
 
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key, if well-formed (400 otherwise)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise validation_error(
+            [{"field": "Idempotency-Key", "message": "must be 1 to 255 printable characters"}]
+        )
+    return key
+
+
+def written_fields(body: TaskWrite) -> dict[str, Any]:
+    """A POST or PUT body's fields, server-set ones left out; ``list_id`` and ``parent_id``
+    only when sent (omitted on PUT: the task stays where it is)."""
+    unsent = {"list_id", "parent_id"} - body.model_fields_set
+    return body.model_dump(exclude=set(SERVER_SET_FIELDS) | unsent)
+
+
 def task_json(task: Task) -> dict[str, Any]:
     """The public JSON of a task, as the declared model serializes it (kept for replays)."""
     return TaskPublic.model_validate(task).model_dump(mode="json")
@@ -84,7 +103,7 @@ def _task_reply(task: Task | dict[str, Any], status: int | None = None, **header
     return Reply(task, status, {"ETag": etag(version), **headers})
 
 
-def _if_match() -> service.Precondition:
+def if_match() -> service.Precondition:
     """What ``If-Match`` asks for: nothing, any version (``*``), or some versions.
 
     Weak tags (W/"3") never match: If-Match uses strong comparison (RFC 9110).
@@ -121,19 +140,14 @@ def _if_match() -> service.Precondition:
 )
 def create_task(body: TaskWrite) -> Reply:
     """Create a task; ``Idempotency-Key`` makes retries safe."""
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-        raise validation_error(
-            [{"field": "Idempotency-Key", "message": "must be 1 to 255 printable characters"}]
-        )
     created = service.create_task(
         db_session(),
         user_id=principal().user_id,
-        fields=body.model_dump(exclude=set(SERVER_SET_FIELDS)),
+        fields=written_fields(body),
         now=utcnow(),
         render=task_json,
         max_tasks=settings().max_tasks_per_user,
-        idempotency_key=key,
+        idempotency_key=idempotency_key(),
     )
     extra = {"Idempotent-Replayed": "true"} if created.replayed else {}
     # Absolute, like Link: both are built from the request's checked host and scheme.
@@ -161,6 +175,11 @@ def create_task(body: TaskWrite) -> Reply:
 )
 def list_tasks(query: TaskListQuery) -> Reply:
     """One page of the user's tasks, keyset-paginated, with a ``Link`` to the next."""
+    return task_page(query)
+
+
+def task_page(query: TaskListQuery, list_id: uuid.UUID | None = None) -> Reply:
+    """A page of tasks for ``GET /tasks`` and ``GET /lists/<id>/tasks``."""
     filters = listing.TaskFilters(
         completed=query.completed,
         priority=query.priority,
@@ -168,12 +187,14 @@ def list_tasks(query: TaskListQuery) -> Reply:
         q=query.q,
         due_before=query.due_before,
         due_after=query.due_after,
+        list_id=list_id or query.list_id,
+        parent_id=query.parent_id,
     )
     page = listing.list_tasks(
         db_session(),
         user_id=principal().user_id,
         filters=filters,
-        sort=query.sort,
+        sort=query.sort or listing.default_sort(filters),
         limit=query.limit,
         cursor=query.cursor,
         key=token_key(),
@@ -205,14 +226,18 @@ def clear_completed(query: ClearCompletedQuery) -> DeletedCount:
 @operation(
     "Changes since a sync token",
     tags=TAGS,
+    scopes=("tasks:read", "lists:read"),  # the feed carries both
     query=ChangesQuery,
     ok=(200, ChangesPage),
     errors=(410,),
     description=(
-        "Delta sync: the user's task changes in the order they happened, each task at most "
-        "once per page with its latest state ({id, deleted: false, task}) or its deletion "
-        "({id, deleted: true}). Without since, it starts from the beginning, so applying "
-        "every page in turn to an empty store yields exactly what GET /api/v1/tasks lists. "
+        "Delta sync: the user's task and list changes in the order they happened, each at "
+        "most once per page with its latest state ({id, type: task, deleted: false, task} or "
+        "{id, type: list, deleted: false, list}) or its deletion ({id, type, deleted: true}). "
+        "Without since, it starts from the beginning, so applying every page in turn to an "
+        "empty store yields exactly the user's lists and tasks (with their lists, parents, "
+        "positions and recurrence). Deleting a list reports each of its tasks' deletions "
+        "before the list's. "
         "Keep next and send it as since: with has_more true, at once for the next page; "
         "otherwise later, for what changed since. Deletions are remembered for "
         "TASKAPI_TOMBSTONE_DAYS (default 30 days); a token whose view is older than that "
@@ -233,9 +258,10 @@ def list_changes(query: ChangesQuery) -> dict[str, Any]:
         retention=timedelta(days=settings().tombstone_days),
     )
     items = [
-        {"id": str(change.id), "deleted": change.task is None, "task": change.task}
+        {"id": str(change.id), "type": change.kind, "deleted": change.row is None,
+         change.kind: change.row}
         for change in page.changes
-    ]
+    ]  # fmt: skip
     return {"changes": items, "next": page.next_token, "has_more": page.has_more}
 
 
@@ -263,13 +289,14 @@ def get_task(task_id: str) -> Reply | Response:
     verified_email=True,
     body=TaskWrite,
     ok=(200, TaskPublic),
-    errors=(404,),
+    errors={404: (), 409: ("quota_exceeded",)},  # completing a recurring task at the quota
     headers=IF_MATCH_DOC,
     response_headers=ETAG_DOC,
 )
 def replace_task(task_id: str, body: TaskWrite) -> Reply:
-    """Full replacement: omitted optional fields return to their defaults."""
-    return _update(task_id, body.model_dump(exclude=set(SERVER_SET_FIELDS)))
+    """Full replacement: omitted optional fields return to their defaults (its place in
+    its list stays unless list_id or parent_id is sent)."""
+    return _update(task_id, written_fields(body))
 
 
 @bp.patch("/<task_id:task_id>")
@@ -279,7 +306,7 @@ def replace_task(task_id: str, body: TaskWrite) -> Reply:
     verified_email=True,
     body=TaskPatch,
     ok=(200, TaskPublic),
-    errors=(404,),
+    errors={404: (), 409: ("quota_exceeded",)},  # completing a recurring task at the quota
     media_types=PATCH_TYPES,
     headers=IF_MATCH_DOC,
     response_headers=ETAG_DOC,
@@ -294,7 +321,7 @@ def patch_task(task_id: str, body: TaskPatch) -> Reply:
 
 def _update(task_id: str, fields: dict[str, Any]) -> Reply:
     """Apply a PUT or PATCH and answer with the new state."""
-    precondition = _if_match()
+    precondition = if_match()
     task = service.update_task(
         db_session(),
         user_id=principal().user_id,
@@ -302,6 +329,7 @@ def _update(task_id: str, fields: dict[str, Any]) -> Reply:
         fields=fields,
         now=utcnow(),
         precondition=precondition,
+        max_tasks=settings().max_tasks_per_user,
     )
     return _task_reply(task)
 
@@ -317,7 +345,7 @@ def _update(task_id: str, fields: dict[str, Any]) -> Reply:
 )
 def delete_task(task_id: str) -> None:
     """Delete one task."""
-    precondition = _if_match()
+    precondition = if_match()
     service.delete_task(
         db_session(),
         user_id=principal().user_id,
@@ -325,3 +353,37 @@ def delete_task(task_id: str) -> None:
         now=utcnow(),
         precondition=precondition,
     )
+
+
+@bp.post("/<task_id:task_id>/move")
+@operation(
+    "Move a task: after another, into another list, or under a parent",
+    tags=TAGS,
+    verified_email=True,
+    body=TaskMoveBody,
+    ok=(200, TaskPublic),
+    errors=(404,),
+    headers=IF_MATCH_DOC,
+    response_headers=ETAG_DOC,
+    description=(
+        "Puts the task right after `after` (null: first) among the tasks of its list and "
+        "parent, like Google Tasks' move; with list_id it moves into that list (top level, its "
+        "subtasks with it), with parent_id under that top-level task (null: to the top level). "
+        "`after` must then be a task of the same list and parent (400 otherwise). One row is "
+        "written (positions are fractional keys); another user's task, list or parent is 404."
+    ),
+)
+def move_task(task_id: str, body: TaskMoveBody) -> Reply:
+    """Place the task after another one, possibly in another list or under a parent."""
+    sent = body.model_fields_set
+    task = service.move_task(
+        db_session(),
+        user_id=principal().user_id,
+        task_id=parse_id(task_id),
+        list_id=body.list_id if "list_id" in sent else service.UNSET,
+        parent_id=body.parent_id if "parent_id" in sent else service.UNSET,
+        after_id=body.after,
+        now=utcnow(),
+        precondition=if_match(),
+    )
+    return _task_reply(task)

@@ -6,6 +6,7 @@ import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import (
     AfterValidator,
@@ -69,6 +70,8 @@ def _plain_digits(value: object) -> object:
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
+# An id in a JSON body: JSON has no UUID type, so the strict models take it from a string.
+IdRef = Annotated[UUID, Field(strict=False, json_schema_extra={"format": "uuid"})]
 # Bounds go on ``str`` itself, before the NUL check: after a validator pydantic checks them as a
 # generic sequence and says "items" where a person expects "characters".
 NoNul = AfterValidator(_no_nul)
@@ -174,7 +177,8 @@ def omitted_when_none(description: str) -> Any:
 # Every ``code`` an error body can carry. The contract's table (API.md, "Errors"), and the
 # few this server adds where the contract is silent: 409 quota_exceeded (a per-user bound),
 # the refusals of slow or oversized requests (408, 414, 431), account recovery's
-# invalid_token (400), email_unverified (403) and account_disabled (401), and the HTTP
+# invalid_token (400), email_unverified (403) and account_disabled (401), lists'
+# inbox_not_deletable (409), and the HTTP
 # server's refusals of malformed requests no browser sends (forbidden, expectation_failed,
 # not_implemented: 403, 417, 501). Clients may switch on these.
 ErrorCode = Literal[
@@ -183,7 +187,8 @@ ErrorCode = Literal[
     "idempotency_conflict", "sync_token_expired", "precondition_failed", "payload_too_large",
     "unsupported_media_type", "precondition_required", "rate_limited", "internal_error",
     "unavailable", "quota_exceeded", "request_timeout", "uri_too_long", "headers_too_large",
-    "invalid_token", "email_unverified", "account_disabled",
+    "invalid_token", "email_unverified", "account_disabled", "inbox_not_deletable",
+    "insufficient_scope",
     "forbidden", "expectation_failed", "not_implemented",
 ]  # fmt: skip
 

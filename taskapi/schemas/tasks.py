@@ -8,6 +8,7 @@ from uuid import UUID
 from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from taskapi.schemas.common import (
+    IdRef,
     InputTimestamp,
     NoNul,
     PublicModel,
@@ -22,6 +23,7 @@ from taskapi.schemas.common import (
     ignored,
     omitted_when_none,
 )
+from taskapi.schemas.lists import ListPublic
 
 TITLE_MAX = 200
 NOTES_MAX = 10_000
@@ -32,8 +34,20 @@ PRIORITIES = ("none", "low", "medium", "high")
 Priority = Literal["none", "low", "medium", "high"]
 SortKey = Literal[
     "created_at", "-created_at", "updated_at", "-updated_at", "due_at", "-due_at",
-    "priority", "-priority", "title", "-title",
+    "priority", "-priority", "title", "-title", "position", "-position",
 ]  # fmt: skip
+# RFC 5545 RRULE text; checked against the documented subset by the service.
+Rule = Annotated[str, Field(min_length=1, max_length=500), NoNul]
+Zone = Annotated[str, Field(min_length=1, max_length=64), NoNul]
+RECURRENCE_DOC = (
+    "An RFC 5545 RRULE of the documented subset: FREQ=DAILY|WEEKLY|MONTHLY|YEARLY with "
+    "INTERVAL, BYDAY, BYMONTHDAY and one of COUNT or UNTIL (e.g. FREQ=WEEKLY;BYDAY=MO). Needs "
+    "due_at. Completing the task makes the next occurrence (next_occurrence_id)."
+)
+TIMEZONE_DOC = (
+    "The IANA zone the rule's wall-clock times live in (e.g. Europe/Berlin), so 09:00 stays "
+    "09:00 across daylight-saving changes; UTC when omitted. Only kept with a recurrence."
+)
 
 
 def _trimmed_title(value: str) -> str:
@@ -92,6 +106,14 @@ class _ServerSetFields(RequestModel):
     created_at: Any = ignored("Creation time.", DATE_TIME)
     updated_at: Any = ignored("Last change.", DATE_TIME)
     version: Any = ignored("The task's version.", {"type": "integer"})
+    position: Any = ignored(
+        "The task's place among its siblings (move it with POST /tasks/{id}/move).",
+        {"type": "string"},
+    )
+    next_occurrence_id: Any = ignored(
+        "The occurrence made when this recurring task was completed.",
+        {"anyOf": [{"type": "string", "format": "uuid"}, {"type": "null"}]},
+    )
 
 
 SERVER_SET_FIELDS = frozenset(_ServerSetFields.model_fields)
@@ -106,6 +128,18 @@ class TaskWrite(_ServerSetFields):
     due_at: InputTimestamp | None = Field(default=None, description="null or omitted: no due date")
     priority: Priority = "none"
     tags: Tags = Field(default_factory=list)
+    list_id: IdRef | None = Field(
+        default=None,
+        description="The list to put it in (first in it); the inbox when omitted on create, "
+        "unchanged when omitted on PUT. A subtask lives in its parent's list.",
+    )
+    parent_id: IdRef | None = Field(
+        default=None,
+        description="Make it a subtask of this top-level task (one level only); omitted or "
+        "null on create: top level; omitted on PUT: unchanged.",
+    )
+    recurrence: Rule | None = Field(default=None, description=RECURRENCE_DOC)
+    timezone: Zone | None = Field(default=None, description=TIMEZONE_DOC)
 
 
 class TaskPatch(_ServerSetFields):
@@ -119,6 +153,14 @@ class TaskPatch(_ServerSetFields):
     due_at: InputTimestamp | None = Field(default=None, description="null clears the due date")
     priority: Priority = None  # type: ignore[assignment]
     tags: Tags = None  # type: ignore[assignment]
+    list_id: IdRef = Field(  # type: ignore[assignment]
+        default=None, description="Move it to this list (first in it)"
+    )
+    parent_id: IdRef | None = Field(
+        default=None, description="Make it a subtask of this task; null: back to the top level"
+    )
+    recurrence: Rule | None = Field(default=None, description=f"{RECURRENCE_DOC} null: none.")
+    timezone: Zone | None = Field(default=None, description=f"{TIMEZONE_DOC} null: UTC.")
 
     def changes(self) -> dict[str, Any]:
         """The writable fields the client actually sent."""
@@ -141,6 +183,14 @@ class TaskPublic(PublicModel):
     created_at: Timestamp
     updated_at: Timestamp
     version: int
+    list_id: UUID
+    parent_id: UUID | None
+    position: str = Field(description="Sorts the list's (or parent's) tasks: sort=position")
+    recurrence: str | None
+    timezone: str | None
+    next_occurrence_id: UUID | None = Field(
+        description="Set when this recurring task was completed: the occurrence made then"
+    )
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -185,12 +235,19 @@ class TaskListQuery(QueryModel):
     due_after: InputTimestamp | None = Field(
         default=None, description="Only tasks due after this time (RFC 3339 with an offset)"
     )
-    sort: SortKey = Field(
-        default="-created_at",
+    sort: SortKey | None = Field(
+        default=None,
         description=(
             "A field, with - for descending; ties broken by id; tasks without due_at sort "
-            "last; priorities order none < low < medium < high"
+            "last; priorities order none < low < medium < high. position (the user's own "
+            "order) needs list_id or parent_id and is the default with them; otherwise "
+            "-created_at is."
         ),
+    )
+    list_id: IdRef | None = Field(default=None, description="Only this list's tasks")
+    parent_id: IdRef | None = Field(
+        default=None,
+        description="Only this task's subtasks; without it, only top-level tasks are listed",
     )
 
 
@@ -224,11 +281,17 @@ class ChangesQuery(QueryModel):
 
 
 class ChangeItem(PublicModel):
-    """A task's latest state (``deleted`` false) or its deletion."""
+    """A task's or list's latest state (``deleted`` false) or its deletion."""
 
     id: UUID
+    type: Literal["task", "list"] = Field(description="What changed")
     deleted: bool
-    task: TaskPublic | None = omitted_when_none("The task's latest state; absent when deleted")
+    task: TaskPublic | None = omitted_when_none(
+        "The task's latest state; present only for a task that was not deleted"
+    )
+    list: ListPublic | None = omitted_when_none(
+        "The list's latest state; present only for a list that was not deleted"
+    )
 
 
 class ChangesPage(PublicModel):

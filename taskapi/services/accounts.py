@@ -24,6 +24,7 @@ from taskapi.services import notices
 from taskapi.services.auth import revoke_all_sessions
 from taskapi.services.notices import MailContext
 from taskapi.services.outbox import enqueue
+from taskapi.services.tokens import revoke_all as revoke_all_tokens
 
 RESET, VERIFY, EMAIL = "reset", "verify", "email"
 MAX_KNOWN_DEVICES = 20  # per user; the least recently seen are forgotten first
@@ -203,6 +204,7 @@ def reset_password(
         row.used_at = now
         user.password_hash, user.email_verified = password_hash, True
         revoke_all_sessions(db, user_id=user.id, now=now)
+        revoke_all_tokens(db, user_id=user.id)
         enqueue(db, notices.password_changed(ctx, user.email), now=now)
         return user.id
 
@@ -269,6 +271,7 @@ def set_disabled(
         user.disabled_at = now if disabled else None
         if disabled:
             revoke_all_sessions(db, user_id=user_id, now=now)
+            revoke_all_tokens(db, user_id=user_id)
             enqueue(db, notices.account_disabled(ctx, user.email), now=now)
     return True
 
@@ -314,6 +317,7 @@ def set_password(
         user.password_hash = password_hash
         db.execute(delete(AccountToken).where(AccountToken.user_id == user_id))
         revoke_all_sessions(db, user_id=user_id, now=now)
+        revoke_all_tokens(db, user_id=user_id)
         enqueue(db, notices.password_changed(ctx, user.email), now=now)
 
 

@@ -24,7 +24,9 @@ from taskapi.errors import (
 from taskapi.models import Session, User
 from taskapi.passwords import dummy_hash, hash_password, verify_password
 from taskapi.services.cursors import open_token, seal
+from taskapi.services.lists import create_inbox
 from taskapi.services.outbox import Message, enqueue
+from taskapi.services.tokens import revoke_all as revoke_all_tokens
 
 USER_AGENT_MAX = 255
 SESSIONS_CURSOR = "sessions-cursor"
@@ -64,6 +66,7 @@ def register(
             user = User(email=email, name=name, password_hash=password_hash)
             db.add(user)
             db.flush()
+            create_inbox(db, user_id=user.id, now=user.created_at)
             if welcome is not None:
                 welcome(user)
     except IntegrityError:  # a concurrent registration won the race
@@ -278,6 +281,7 @@ def change_password(
     with write(db):
         db.execute(update(User).where(User.id == user_id).values(password_hash=new_hash))
         revoke_all_sessions(db, user_id=user_id, now=now, keep=session_id)
+        revoke_all_tokens(db, user_id=user_id)
         if notice is not None:
             enqueue(db, notice, now=now)
 

@@ -23,10 +23,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased
 
-from taskapi.errors import BadToken
+from taskapi.errors import BadToken, InvalidInput
 from taskapi.models import Task
 from taskapi.schemas.tasks import PRIORITIES
 from taskapi.services.cursors import open_token, seal
+from taskapi.services.lists import owned_list
+from taskapi.services.tasks import owned_task
 
 CURSOR_PURPOSE = "tasks-cursor"
 
@@ -41,6 +43,8 @@ class TaskFilters:
     q: str | None = None
     due_before: datetime | None = None
     due_after: datetime | None = None
+    list_id: uuid.UUID | None = None
+    parent_id: uuid.UUID | None = None  # None: top-level tasks only
 
     def digest(self, sort: str, user_id: uuid.UUID) -> str:
         """A short fingerprint of the listing (whose, sort, filters), stored in the cursor.
@@ -62,7 +66,13 @@ class TaskPageResult:
 
 def _where(filters: TaskFilters, dialect: str) -> list[ColumnElement[bool]]:
     """SQL conditions for the filters."""
-    conditions: list[ColumnElement[bool]] = []
+    conditions: list[ColumnElement[bool]] = [
+        Task.parent_id.is_(None)
+        if filters.parent_id is None
+        else Task.parent_id == filters.parent_id
+    ]
+    if filters.list_id is not None:
+        conditions.append(Task.list_id == filters.list_id)
     if filters.completed is not None:
         conditions.append(Task.completed.is_(filters.completed))
     if filters.priority is not None:
@@ -191,6 +201,19 @@ def _due_at_page(
     )
 
 
+def _check_owned(db: DbSession, *, user_id: uuid.UUID, filters: TaskFilters) -> None:
+    """Another user's list or parent task is the one 404, not an empty page."""
+    if filters.list_id is not None:
+        owned_list(db, user_id=user_id, list_id=filters.list_id)
+    if filters.parent_id is not None:
+        owned_task(db, user_id=user_id, task_id=filters.parent_id)
+
+
+def default_sort(filters: TaskFilters) -> str:
+    """Inside a list (or under a parent) the user's own order; elsewhere newest first."""
+    return "position" if filters.list_id or filters.parent_id else "-created_at"
+
+
 def list_tasks(
     db: DbSession,
     *,
@@ -202,6 +225,9 @@ def list_tasks(
     key: bytes,
 ) -> TaskPageResult:
     """One page of the user's tasks, in keyset order; costs the same on any page."""
+    _check_owned(db, user_id=user_id, filters=filters)
+    if sort.lstrip("-") == "position" and filters.list_id is None and filters.parent_id is None:
+        raise InvalidInput("sort", "position orders a list's tasks: send list_id or parent_id")
     conditions = [Task.owner_id == user_id, *_where(filters, db.get_bind().dialect.name)]
     values = _cursor_values(cursor, filters=filters, sort=sort, key=key, user_id=user_id)
     if sort.lstrip("-") == "due_at":

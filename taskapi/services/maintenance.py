@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session as DbSession
 from taskapi.db import write
 from taskapi.models import AccountToken, IdempotencyKey, OutboxMessage
 from taskapi.services.auth import prune_sessions
+from taskapi.services.journal import IDEMPOTENCY_TTL
 from taskapi.services.sync import prune_tombstones
-from taskapi.services.tasks import IDEMPOTENCY_TTL
 
 # Sent (or refused) mail is kept this long, for questions like "did my reset mail go out?".
 MAIL_RETENTION = timedelta(days=7)

@@ -132,6 +132,16 @@ def new_device(ctx: MailContext, to: str, user_agent: str, address: str) -> Mess
     return notice(ctx, "new_device", to, f"New sign-in from {agent} (network {address}).")
 
 
+def token_created(ctx: MailContext, to: str, name: str, scopes: str) -> Message:
+    """A personal access token was made for the account."""
+    return notice(
+        ctx,
+        "token_created",
+        to,
+        f"A personal access token named {name!r} was created for your account ({scopes}).",
+    )
+
+
 def account_disabled(ctx: MailContext, to: str) -> Message:
     """An operator disabled the account."""
     return notice(

@@ -1,4 +1,4 @@
-"""Delta sync: the user's task changes in the order they happened, with tombstones."""
+"""Delta sync: the user's task and list changes in the order they happened, with tombstones."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from taskapi.db import write
 from taskapi.errors import BadToken, SyncTokenExpired
-from taskapi.models import Task, TaskTombstone, User
+from taskapi.models import Task, TaskList, TaskTombstone, User
 from taskapi.services.cursors import open_token, seal
 
 SYNC_PURPOSE = "sync-token"
@@ -20,10 +20,11 @@ CLOCK_MARGIN = timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class Change:
-    """One task's latest state, or its deletion."""
+    """One task's or list's latest state (``row``), or its deletion (``row`` None)."""
 
     id: uuid.UUID
-    task: Task | None
+    kind: str  # "task" or "list"
+    row: Task | TaskList | None
 
 
 @dataclass(frozen=True)
@@ -73,24 +74,29 @@ def changes_since(
     # in separate snapshots, and a change committed between them must wait for a later page
     # rather than be half-seen (an old state here, a deletion skipped past there).
     upper = db.scalar(select(User.change_seq).where(User.id == user_id)) or 0
+    window = (since + 1, upper)
     tasks = db.scalars(
         select(Task)
-        .where(Task.owner_id == user_id, Task.change_seq.between(since + 1, upper))
+        .where(Task.owner_id == user_id, Task.change_seq.between(*window))
         .order_by(Task.change_seq)
         .limit(limit + 1)
     ).all()
+    lists = db.scalars(
+        select(TaskList)
+        .where(TaskList.owner_id == user_id, TaskList.change_seq.between(*window))
+        .order_by(TaskList.change_seq)
+        .limit(limit + 1)
+    ).all()
     tombstones = db.execute(
-        select(TaskTombstone.id, TaskTombstone.change_seq)
-        .where(
-            TaskTombstone.owner_id == user_id,
-            TaskTombstone.change_seq.between(since + 1, upper),
-        )
+        select(TaskTombstone.id, TaskTombstone.kind, TaskTombstone.change_seq)
+        .where(TaskTombstone.owner_id == user_id, TaskTombstone.change_seq.between(*window))
         .order_by(TaskTombstone.change_seq)
         .limit(limit + 1)
     ).all()
     merged = sorted(
-        [(t.change_seq, Change(t.id, t)) for t in tasks]
-        + [(seq, Change(tid, None)) for tid, seq in tombstones],
+        [(t.change_seq, Change(t.id, "task", t)) for t in tasks]
+        + [(row.change_seq, Change(row.id, "list", row)) for row in lists]
+        + [(seq, Change(row_id, kind, None)) for row_id, kind, seq in tombstones],
         key=lambda pair: pair[0],
     )
     page, has_more = merged[:limit], len(merged) > limit

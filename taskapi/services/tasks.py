@@ -1,50 +1,32 @@
-"""Task CRUD, every query scoped to its owner in one place."""
+"""Task CRUD, placement (list, parent, position) and recurrence, every query scoped to its
+owner in one place."""
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from taskapi.db import write
-from taskapi.errors import (
-    IdempotencyConflict,
-    NotFound,
-    PreconditionFailed,
-    PreconditionRequired,
-    QuotaExceeded,
-)
-from taskapi.models import IdempotencyKey, Task, TaskTombstone, User
+from taskapi.errors import InvalidInput, NotFound, PreconditionFailed
+from taskapi.models import Task
 from taskapi.schemas.tasks import PRIORITIES
+from taskapi.services import journal, positions, recurrence
+from taskapi.services.journal import Created, Precondition
+from taskapi.services.lists import inbox_id, owned_list
 
-IDEMPOTENCY_TTL = timedelta(hours=24)
+__all__ = ["Created", "Precondition"]
+
 # Completed tasks are cleared this many per transaction, so that one user's mass deletion
 # never holds SQLite's single write lock (or PostgreSQL row locks) for long.
 CLEAR_BATCH = 500
-
-
-@dataclass(frozen=True)
-class Precondition:
-    """An ``If-Match`` condition: versions that may be replaced (None: any), or required."""
-
-    versions: frozenset[int] | None = None
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class Created:
-    """The answer to a create: the body to send, and whether it is a replay."""
-
-    body: dict[str, Any]
-    replayed: bool
+PLACEMENT = ("list_id", "parent_id")
+UNSET: Any = object()  # "not sent", as opposed to None ("top level")
 
 
 def owned_task(
@@ -60,39 +42,6 @@ def owned_task(
     return task
 
 
-def _next_change_seq(
-    db: DbSession, user_id: uuid.UUID, count: int = 1, *, added: int = 0, max_tasks: int = 0
-) -> int:
-    """Reserve ``count`` change numbers (and count ``added`` tasks), locking the owner's row.
-
-    The lock orders this user's writes for delta sync, and every task write takes it
-    before any task row, as account deletion does (user row, then its tasks by cascade):
-    one lock order, so PostgreSQL never has to break a deadlock between them. Adding tasks
-    past ``max_tasks`` is refused in the same statement, so concurrent creates cannot
-    overshoot the quota.
-    """
-    statement = update(User).where(User.id == user_id)
-    if added > 0:
-        statement = statement.where(User.task_count + added <= max_tasks)
-    seq: int | None = db.scalar(
-        statement.values(
-            change_seq=User.change_seq + count, task_count=User.task_count + added
-        ).returning(User.change_seq)
-    )
-    if seq is None:
-        if added > 0 and db.get(User, user_id) is not None:
-            raise QuotaExceeded(f"An account holds at most {max_tasks} tasks.")
-        raise NotFound()
-    return seq - count + 1
-
-
-def _lock_owner(db: DbSession, user_id: uuid.UUID) -> None:
-    """Take the owner's row lock before anything else (see ``_next_change_seq``)."""
-    locked = db.scalar(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
-    if locked is None:
-        raise NotFound()
-
-
 def _apply(task: Task, fields: dict[str, Any], now: datetime) -> None:
     """Copy validated fields onto the task, keeping ``completed_at`` in step."""
     for name, value in fields.items():
@@ -103,10 +52,111 @@ def _apply(task: Task, fields: dict[str, Any], now: datetime) -> None:
         setattr(task, name, value)
 
 
-def _request_hash(fields: dict[str, Any]) -> bytes:
-    """A digest of the validated body, so formatting differences do not matter."""
-    canonical = repr(sorted((k, repr(v)) for k, v in fields.items()))
-    return hashlib.sha256(canonical.encode()).digest()
+def _check_recurrence(task: Task) -> None:
+    """A rule (of the documented subset) needs a due date to advance, and a zone (UTC when
+    none is given) to keep its wall-clock time in; stored in canonical form. A zone sent
+    without a rule is checked too (a bad value is a 400, never ignored), then dropped."""
+    if task.recurrence is None:
+        if task.timezone is not None:
+            _check_zone(task.timezone)
+        task.timezone = None
+        return
+    if task.due_at is None:
+        raise InvalidInput("recurrence", "a recurring task needs a due_at")
+    try:
+        task.recurrence = recurrence.normalize_rule(task.recurrence)
+    except recurrence.RecurrenceError as error:
+        raise InvalidInput("recurrence", str(error)) from None
+    task.timezone = _check_zone(task.timezone or "UTC")
+
+
+def _check_zone(name: str) -> str:
+    """An IANA time zone name, or the 400 on ``timezone``."""
+    try:
+        return recurrence.check_timezone(name)
+    except recurrence.RecurrenceError as error:
+        raise InvalidInput("timezone", str(error)) from None
+
+
+# --- placement -------------------------------------------------------------------------------
+
+
+def _scope(
+    task_list: uuid.UUID, parent: uuid.UUID | None, leaving_out: uuid.UUID | None
+) -> list[Any]:
+    """The tasks among which one is ordered: same list, same parent (or top level)."""
+    scope = [Task.list_id == task_list]
+    scope.append(Task.parent_id.is_(None) if parent is None else Task.parent_id == parent)
+    if leaving_out is not None:
+        scope.append(Task.id != leaving_out)
+    return scope
+
+
+def _resolve_place(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    task: Task | None,
+    list_id: Any,
+    parent_id: Any,
+) -> tuple[uuid.UUID, uuid.UUID | None]:
+    """Where a task goes: ``(list, parent)``. Unsent values keep the task's own (a new task:
+    the inbox, top level); a parent decides the list. Foreign ids are the one 404."""
+    if parent_id is UNSET:
+        parent_id = None if task is None or list_id is not UNSET else task.parent_id
+    if parent_id is not None:
+        parent = owned_task(db, user_id=user_id, task_id=parent_id)
+        if parent.parent_id is not None:
+            raise InvalidInput("parent_id", "a subtask cannot have subtasks (one level only)")
+        if task is not None and parent.id == task.id:
+            raise InvalidInput("parent_id", "a task cannot be its own parent")
+        if task is not None and _has_subtasks(db, task.id):
+            raise InvalidInput("parent_id", "a task with subtasks cannot become a subtask")
+        if list_id is not UNSET and list_id is not None and list_id != parent.list_id:
+            owned_list(db, user_id=user_id, list_id=list_id)  # someone else's list: 404 first
+            raise InvalidInput("list_id", "a subtask lives in its parent's list")
+        return parent.list_id, parent.id
+    if list_id is UNSET or list_id is None:
+        if task is not None:
+            return task.list_id, None
+        return inbox_id(db, user_id=user_id), None
+    return owned_list(db, user_id=user_id, list_id=list_id).id, None
+
+
+def _has_subtasks(db: DbSession, task_id: uuid.UUID) -> bool:
+    """Whether any task names this one as its parent."""
+    return db.scalar(select(Task.id).where(Task.parent_id == task_id).limit(1)) is not None
+
+
+def _place(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    task: Task,
+    list_id: uuid.UUID,
+    parent_id: uuid.UUID | None,
+    after: Task | None,
+    now: datetime,
+) -> None:
+    """Put the task in ``(list, parent)`` right after ``after`` (None: first); its subtasks
+    follow it to another list (each a new version, changed ``now``)."""
+    moved_list = task.list_id is not None and task.list_id != list_id
+    task.position = positions.place(
+        db, Task, _scope(list_id, parent_id, task.id), after, journal.reserver(db, user_id)
+    )
+    task.list_id, task.parent_id = list_id, parent_id
+    if moved_list:
+        children = db.scalars(
+            select(Task).where(Task.parent_id == task.id, Task.owner_id == user_id)
+        ).all()
+        if children:
+            first = journal.next_change_seq(db, user_id, len(children))
+            for index, child in enumerate(children):
+                child.list_id, child.version = list_id, child.version + 1
+                child.updated_at, child.change_seq = now, first + index
+
+
+# --- create, read, update, delete ------------------------------------------------------------
 
 
 def create_task(
@@ -119,68 +169,45 @@ def create_task(
     max_tasks: int,
     idempotency_key: str | None = None,
 ) -> Created:
-    """Create a task; a repeated idempotency key replays the first answer."""
-    digest = _request_hash(fields)
-    try:
-        with write(db):
-            if idempotency_key is not None:
-                _lock_owner(db, user_id)
-                replay = _replay(db, user_id=user_id, key=idempotency_key, digest=digest, now=now)
-                if replay is not None:
-                    return replay
-            seq = _next_change_seq(db, user_id, added=1, max_tasks=max_tasks)
-            task = Task(owner_id=user_id, created_at=now, updated_at=now, version=1)
-            task.completed = False
-            _apply(task, fields, now)
-            task.change_seq = seq
-            db.add(task)
-            db.flush()
-            body = render(task)
-            if idempotency_key is not None:
-                db.execute(
-                    insert(IdempotencyKey).values(
-                        owner_id=user_id, key=idempotency_key, request_hash=digest,
-                        status=201, response=body, created_at=now,
-                    )
-                )  # fmt: skip
-    except IntegrityError:  # a concurrent request with the same key committed first
-        if idempotency_key is None:
-            raise
-        with write(db):
-            replay = _replay(db, user_id=user_id, key=idempotency_key, digest=digest, now=now)
-        if replay is None:
-            raise
-        return replay
-    return Created(body=body, replayed=False)
+    """Create a task, first in its list (or under its parent); a repeated idempotency key
+    replays the first answer."""
+
+    def make() -> dict[str, Any]:
+        seq = journal.next_change_seq(db, user_id, added=1, max_tasks=max_tasks)
+        return render(_new_task(db, user_id=user_id, fields=fields, now=now, seq=seq))
+
+    return journal.create_once(
+        db,
+        user_id=user_id,
+        key=idempotency_key,
+        digest=journal.request_hash("tasks", fields),
+        now=now,
+        make=make,
+    )
 
 
-def _replay(
-    db: DbSession, *, user_id: uuid.UUID, key: str, digest: bytes, now: datetime
-) -> Created | None:
-    """The remembered answer for this key, a 409 for another body, or None if unused."""
-    row = db.get(IdempotencyKey, (user_id, key), populate_existing=True)
-    if row is None:
-        return None
-    if row.created_at <= now - IDEMPOTENCY_TTL:
-        db.delete(row)
-        db.flush()
-        return None
-    if row.request_hash != digest:
-        raise IdempotencyConflict()
-    return Created(body=row.response, replayed=True)
+def _new_task(
+    db: DbSession, *, user_id: uuid.UUID, fields: dict[str, Any], now: datetime, seq: int
+) -> Task:
+    """Insert a task from validated fields (inside the caller's unit of work)."""
+    fields = dict(fields)
+    list_id, parent_id = (fields.pop(name, UNSET) for name in PLACEMENT)
+    task = Task(owner_id=user_id, created_at=now, updated_at=now, version=1, change_seq=seq)
+    task.completed, task.recurrence, task.timezone = False, None, None
+    _apply(task, fields, now)
+    _check_recurrence(task)
+    where = _resolve_place(db, user_id=user_id, task=None, list_id=list_id, parent_id=parent_id)
+    task.list_id = None  # type: ignore[assignment]
+    _place(db, user_id=user_id, task=task, list_id=where[0], parent_id=where[1], after=None,
+           now=now)  # fmt: skip
+    db.add(task)
+    db.flush()
+    return task
 
 
 def get_task(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
     """One of the user's tasks."""
     return owned_task(db, user_id=user_id, task_id=task_id)
-
-
-def _check_precondition(task: Task, precondition: Precondition) -> None:
-    """If-Match required but absent, or naming other versions than the task's."""
-    if precondition.required:
-        raise PreconditionRequired()
-    if precondition.versions is not None and task.version not in precondition.versions:
-        raise PreconditionFailed("The task has changed; fetch it again.")
 
 
 def update_task(
@@ -191,19 +218,91 @@ def update_task(
     fields: dict[str, Any],
     now: datetime,
     precondition: Precondition = Precondition(),
+    max_tasks: int = 0,
 ) -> Task:
-    """Write the given fields (all of them for PUT), bumping ``version`` even if nothing changed."""
+    """Write the given fields (all of them for PUT), bumping ``version`` even if nothing
+    changed. A new ``list_id``/``parent_id`` moves the task (first in its new place);
+    completing a recurring task makes its next occurrence, once."""
+    fields = dict(fields)
+    list_id, parent_id = (fields.pop(name, UNSET) for name in PLACEMENT)
     try:
         with write(db):
-            seq = _next_change_seq(db, user_id)  # owner row first: see _next_change_seq
+            seq = journal.next_change_seq(db, user_id)  # owner row first: see journal
             task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
-            _check_precondition(task, precondition)
+            precondition.check(task.version, "task")
+            completing = fields.get("completed") is True and not task.completed
             _apply(task, fields, now)
+            _check_recurrence(task)
+            if list_id is not UNSET or parent_id is not UNSET:
+                where = _resolve_place(
+                    db, user_id=user_id, task=task, list_id=list_id, parent_id=parent_id
+                )
+                if where != (task.list_id, task.parent_id):
+                    _place(db, user_id=user_id, task=task, list_id=where[0],
+                           parent_id=where[1], after=None, now=now)  # fmt: skip
             task.updated_at = now
             task.version = task.version + 1
             task.change_seq = seq
+            if completing:
+                _complete(db, user_id=user_id, task=task, now=now, max_tasks=max_tasks)
     except StaleDataError:  # a safety net: the row lock should make this unreachable
         raise PreconditionFailed("The task has changed; fetch it again.") from None
+    return task
+
+
+def _complete(
+    db: DbSession, *, user_id: uuid.UUID, task: Task, now: datetime, max_tasks: int = 0
+) -> None:
+    """A recurring task just completed: make its next occurrence right after it, unless one
+    was made already (a retried or repeated completion) or the rule has ended."""
+    if task.recurrence is None or task.next_occurrence_id is not None or task.due_at is None:
+        return
+    following = recurrence.next_occurrence(task.recurrence, task.timezone or "UTC", task.due_at)
+    if following is None:
+        return
+    seq = journal.next_change_seq(db, user_id, added=1, max_tasks=max_tasks or 2**31)
+    successor = Task(
+        owner_id=user_id, title=task.title, notes=task.notes, priority=task.priority,
+        tags=list(task.tags), completed=False, due_at=following.due_at,
+        recurrence=following.rule, timezone=task.timezone, created_at=now, updated_at=now,
+        version=1, change_seq=seq,
+    )  # fmt: skip
+    successor.list_id = None  # type: ignore[assignment]
+    _place(db, user_id=user_id, task=successor, list_id=task.list_id, parent_id=task.parent_id,
+           after=task, now=now)  # fmt: skip
+    db.add(successor)
+    db.flush()
+    task.next_occurrence_id = successor.id
+
+
+def move_task(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    task_id: uuid.UUID,
+    list_id: Any,
+    parent_id: Any,
+    after_id: uuid.UUID | None,
+    now: datetime,
+    precondition: Precondition = Precondition(),
+) -> Task:
+    """Put the task right after ``after_id`` (None: first) in its (new) list and parent; one
+    row is written, plus its subtasks when it changes lists."""
+    with write(db):
+        seq = journal.next_change_seq(db, user_id)
+        task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
+        precondition.check(task.version, "task")
+        where = _resolve_place(db, user_id=user_id, task=task, list_id=list_id, parent_id=parent_id)
+        after = None
+        if after_id is not None:
+            after = owned_task(db, user_id=user_id, task_id=after_id)
+            if after.id == task.id:
+                raise InvalidInput("after", "a task cannot be placed after itself")
+            if (after.list_id, after.parent_id) != where:
+                raise InvalidInput("after", "must be a task of the same list and parent")
+        _place(db, user_id=user_id, task=task, list_id=where[0], parent_id=where[1], after=after,
+               now=now)  # fmt: skip
+        task.updated_at, task.version, task.change_seq = now, task.version + 1, seq
     return task
 
 
@@ -215,17 +314,26 @@ def delete_task(
     now: datetime,
     precondition: Precondition = Precondition(),
 ) -> None:
-    """Delete one task, leaving a tombstone for delta sync."""
+    """Delete one task and its subtasks, leaving a tombstone for each."""
     with write(db):
-        seq = _next_change_seq(db, user_id, added=-1)  # owner row first: see _next_change_seq
+        journal.lock_owner(db, user_id)
         task = owned_task(db, user_id=user_id, task_id=task_id, lock=True)
-        _check_precondition(task, precondition)
-        db.add(TaskTombstone(id=task.id, owner_id=user_id, deleted_at=now, change_seq=seq))
-        db.delete(task)
+        precondition.check(task.version, "task")
+        children = list(db.scalars(select(Task.id).where(Task.parent_id == task.id)))
+        ids = [*children, task.id]
+        first = journal.next_change_seq(db, user_id, len(ids), added=-len(ids))
+        journal.bury(db, user_id=user_id, ids=ids, first_seq=first, now=now)
+        db.execute(
+            delete(Task)
+            .where(Task.owner_id == user_id, Task.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
+        db.expunge(task)
 
 
 def clear_completed(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> int:
-    """Delete every completed task of the user, a bounded batch per transaction."""
+    """Delete every completed task of the user (and their subtasks), a bounded batch per
+    transaction."""
     total = 0
     while True:
         deleted = _clear_batch(db, user_id=user_id, now=now)
@@ -235,9 +343,10 @@ def clear_completed(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> int:
 
 
 def _clear_batch(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> int:
-    """Delete up to ``CLEAR_BATCH`` completed tasks in one transaction; returns how many."""
+    """Delete up to ``CLEAR_BATCH`` completed tasks in one transaction, with their subtasks;
+    returns how many completed tasks went."""
     with write(db):
-        _lock_owner(db, user_id)  # the count is only known after the read below
+        journal.lock_owner(db, user_id)  # the count is only known after the read below
         ids = list(
             db.scalars(
                 select(Task.id)
@@ -249,17 +358,19 @@ def _clear_batch(db: DbSession, *, user_id: uuid.UUID, now: datetime) -> int:
         )
         if not ids:
             return 0
-        first = _next_change_seq(db, user_id, len(ids), added=-len(ids))
-        db.execute(
-            insert(TaskTombstone),
-            [
-                {"id": task_id, "owner_id": user_id, "deleted_at": now, "change_seq": first + i}
-                for i, task_id in enumerate(ids)
-            ],
+        children = list(
+            db.scalars(
+                select(Task.id).where(
+                    Task.owner_id == user_id, Task.parent_id.in_(ids), Task.id.not_in(ids)
+                )
+            )
         )
+        gone = [*children, *ids]
+        first = journal.next_change_seq(db, user_id, len(gone), added=-len(gone))
+        journal.bury(db, user_id=user_id, ids=gone, first_seq=first, now=now)
         db.execute(
             delete(Task)
-            .where(Task.owner_id == user_id, Task.id.in_(ids))
+            .where(Task.owner_id == user_id, Task.id.in_(gone))
             .execution_options(synchronize_session=False)
         )
     return len(ids)
