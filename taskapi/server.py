@@ -17,15 +17,19 @@ unless ``TASKAPI_MAIL_SENDER=false``; it stops when the worker does.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
+import logging
+import os
 import sys
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http import HTTPStatus
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import gevent
 from flask import Flask
@@ -38,7 +42,8 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from taskapi.logs import JsonFormatter, configure_logging, uses_json
 from taskapi.mail import Sender, start_background_sender
-from taskapi.settings import Settings
+from taskapi.metrics import gunicorn_hooks, master_listener, multiprocess_directory
+from taskapi.settings import Settings, SettingsError, masked_url
 
 # Connections one worker holds at once (greenlets); more wait in the listen backlog. Each
 # costs a file descriptor and, while its body is read, up to TASKAPI_MAX_BODY_BYTES.
@@ -87,6 +92,8 @@ def gunicorn_options(settings: Settings, *, host: str, port: int) -> dict[str, A
         # gunicorn's control socket lives under $HOME by default and would be shared (and
         # fought over) by every instance on a host; taskapi is managed with signals instead.
         "control_socket_disable": True,
+        # The process title when setproctitle is installed (see set_process_name otherwise).
+        "proc_name": process_name(settings),
         "limit_request_line": 8190,
         "limit_request_fields": 100,
         "limit_request_field_size": 8190,
@@ -253,7 +260,69 @@ class TaskApiServer(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
+def process_name(settings: Settings) -> str:
+    """``taskapi-<instance name>``: how ``ps``, ``top`` and the logs tell instances apart."""
+    return f"taskapi-{settings.instance_name or 'default'}"
+
+
+def instance_runtime_dir(settings: Settings) -> Path:
+    """This instance's own folder for runtime files, ``<data folder>/run/<instance name>``.
+
+    Anything two instances on one host must not share (such as a Prometheus multiprocess
+    folder) goes under it. ``run`` creates it (0700) and holds its ``lock`` for the life of
+    the master, so a second instance of the same name (and data folder) refuses to start;
+    workers inherit the settings, so they compute the same path. ``taskapi serve`` always
+    sets ``instance_name`` (``--instance-name``, else ``port<PORT>``).
+    """
+    return settings.data_dir / "run" / (settings.instance_name or "default")
+
+
+def claim_instance(settings: Settings) -> IO[str]:
+    """Create this instance's runtime folder and lock it; the open lock file must be kept.
+
+    Raises ``SettingsError`` naming TASKAPI_INSTANCE_NAME when another live process holds it.
+    """
+    folder = instance_runtime_dir(settings)
+    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    handle = (folder / "lock").open("a+")  # not "w": a refused start must not truncate it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SettingsError(
+            f"--instance-name / TASKAPI_INSTANCE_NAME: an instance named "
+            f"{settings.instance_name!r} already runs with the data folder {settings.data_dir}; "
+            "give each instance its own name"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def set_process_name(name: str) -> None:
+    """Name the process for ``ps -o comm``, ``top`` and ``pkill -x`` (Linux keeps 15 bytes);
+    workers inherit it at the fork."""
+    with suppress(OSError):  # not Linux: gunicorn's proc_name applies with setproctitle
+        Path("/proc/self/comm").write_text(name[:15])
+
+
 def run(settings: Settings, *, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests get ``graceful_timeout`` to finish."""
     configure_logging(settings)
-    TaskApiServer(settings, gunicorn_options(settings, host=host, port=port)).run()
+    lock = claim_instance(settings)
+    set_process_name(process_name(settings))
+    logging.getLogger("taskapi.server").info(
+        "taskapi instance %s serving http://%s:%d (pid %d); data folder %s; database %s",
+        settings.instance_name, host, port, os.getpid(), settings.data_dir,
+        masked_url(settings.sqlalchemy_url),
+    )  # fmt: skip
+    try:
+        options = {**gunicorn_options(settings, host=host, port=port), **gunicorn_hooks(settings)}
+        # Metrics: the workers' private folder, then the master's listener, before any fork.
+        with multiprocess_directory(settings), master_listener(settings):
+            TaskApiServer(settings, options).run()
+    finally:
+        lock.close()

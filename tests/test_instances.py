@@ -17,8 +17,9 @@ from sqlalchemy import create_engine, inspect, text
 
 from taskapi import migrate
 from taskapi.db import Base
-from tests.conftest import PASSWORD, LiveServer, fresh_postgres_database, unique_email
+from tests.conftest import PASSWORD, LiveServer, free_port, fresh_postgres_database, unique_email
 from tests.servers import base_env, start_together, stop_all
+from tests.support import run_cli
 
 AUTH = "/api/v1/auth"
 CLOSE = {"Connection": "close"}  # no idle keep-alive connection delays a server's shutdown
@@ -210,3 +211,96 @@ def test_sigterm_lets_an_in_flight_request_finish(
     assert server.process.wait(30) == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.url}/api/health", headers=CLOSE, timeout=2)
+
+
+# --- several instances on one host ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_named_instances_on_one_host_and_one_stops(sqlite_url: str, tmp_path: Path) -> None:
+    """Two instances (one data folder, one database, one HOME) run side by side with their own
+    names and runtime folders and no shared control socket; SIGTERM to one ends it cleanly
+    while every request to the other succeeds, before, during and after."""
+    home = tmp_path / "home"
+    home.mkdir()
+    common = {
+        "TASKAPI_DATABASE_URL": sqlite_url, "HOME": str(home),
+        "TASKAPI_RATELIMIT_ENABLED": "false",  # the reader asks as fast as it can
+    }  # fmt: skip
+    envs = [base_env(tmp_path, **common, TASKAPI_INSTANCE_NAME=name) for name in ("blue", "green")]
+    blue, green = start_together(envs, tmp_path)
+    outcomes: list[int | str] = []
+    done = threading.Event()
+    try:
+        body = {"email": unique_email(), "password": PASSWORD}
+        made = requests.post(f"{blue.url}{AUTH}/register", json=body, headers=CLOSE, timeout=10)
+        assert made.status_code == 201, made.text
+        login = requests.post(f"{green.url}{AUTH}/login", json=body, headers=CLOSE, timeout=10)
+        assert login.status_code == 200, login.text
+        bearer = {**CLOSE, "Authorization": f"Bearer {login.json()['access_token']}"}
+
+        def keep_asking() -> None:
+            """Read green's task list until told to stop, noting each status or error."""
+            with requests.Session() as session:
+                while not done.is_set():
+                    try:
+                        answer = session.get(
+                            f"{green.url}/api/v1/tasks", headers=bearer, timeout=10
+                        )
+                        outcomes.append(answer.status_code)
+                    except requests.RequestException as error:
+                        outcomes.append(repr(error))
+
+        asker = threading.Thread(target=keep_asking)
+        asker.start()
+        time.sleep(0.5)
+        for server, name in ((blue, "blue"), (green, "green")):
+            comm = Path(f"/proc/{server.process.pid}/comm").read_text().strip()
+            assert comm == f"taskapi-{name}"
+            assert (tmp_path / "instance" / "run" / name / "lock").is_file()
+        before = len(outcomes)
+        blue.process.terminate()
+        assert blue.process.wait(30) == 0
+        during = len(outcomes)
+        time.sleep(1.0)
+        done.set()
+        asker.join(30)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{blue.url}/api/health", headers=CLOSE, timeout=2)
+        assert requests.get(f"{green.url}/api/health", headers=CLOSE, timeout=5).status_code == 200
+    finally:
+        done.set()
+        stop_all([blue, green])
+    assert before > 0 and during > before and len(outcomes) > during, outcomes
+    assert set(outcomes) == {200}, [o for o in outcomes if o != 200][:5]
+    for server, name in ((blue, "blue"), (green, "green")):
+        log = server.log()
+        assert "Traceback" not in log, log
+        assert f"taskapi instance {name} serving {server.url}" in log
+        assert f"data folder {tmp_path / 'instance'}" in log
+    assert list(home.iterdir()) == []  # no control socket or anything else under HOME
+
+
+@pytest.mark.slow
+def test_a_second_instance_of_the_same_name_is_refused(sqlite_url: str, tmp_path: Path) -> None:
+    """The runtime folder is locked: the same name on the same data folder stops in one line."""
+    env = base_env(tmp_path, TASKAPI_DATABASE_URL=sqlite_url, TASKAPI_INSTANCE_NAME="solo")
+    [first] = start_together([env], tmp_path)
+    try:
+        second = run_cli("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
+    finally:
+        stop_all([first])
+    assert second.returncode == 2, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TASKAPI_INSTANCE_NAME" in lines[0], second.stderr
+    assert "Traceback" not in second.stderr
+
+
+def test_an_unnamed_instance_is_named_after_its_port(sqlite_url: str, tmp_path: Path) -> None:
+    """Without --instance-name the name is port<PORT>, so unnamed instances never collide."""
+    from taskapi.server import instance_runtime_dir, process_name
+    from taskapi.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, instance_name="port8001")
+    assert instance_runtime_dir(settings) == tmp_path / "run" / "port8001"
+    assert process_name(settings) == "taskapi-port8001"
