@@ -14,15 +14,29 @@ before workers fork.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from taskapi.cli import migrate_database, settings_or_exit
 from taskapi.logs import configure_logging
+from taskapi.metrics import gunicorn_hooks, master_listener, multiprocess_directory
 from taskapi.server import gunicorn_options
 
 _settings = settings_or_exit()
+configure_logging(_settings)
 globals().update(gunicorn_options(_settings, host="127.0.0.1", port=8000))
+# Metrics (when TASKAPI_METRICS_PORT or _TOKEN is set), as `taskapi serve` does: the workers'
+# multiprocess folder and the metrics listener, before any worker forks; closed on exit.
+_metrics = ExitStack()
+_metrics.enter_context(multiprocess_directory(_settings))
+_metrics.enter_context(master_listener(_settings))
+globals().update(gunicorn_hooks(_settings))
+
+
+def on_exit(_server: object) -> None:
+    """Remove the metrics folder and stop the metrics listener."""
+    _metrics.close()
 
 
 def on_starting(_server: object) -> None:
-    """Configure logging and apply migrations once, before workers fork."""
-    configure_logging(_settings)
+    """Apply migrations once, before workers fork."""
     migrate_database(_settings)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from tests.conftest import (
     launch_server,
     server_env,
     unique_email,
+    wait_healthy,
 )
 
 AUTH = "/api/v1/auth"
@@ -256,3 +260,39 @@ def test_metrics_port_in_use_is_one_line(tmp_path: Path) -> None:
             server.stop()
     log = server.log()
     assert "TASKAPI_METRICS_PORT" in log and "Traceback" not in log, log
+
+
+@pytest.mark.slow
+def test_gunicorn_run_directly_with_the_config_file_counts_every_worker(tmp_path: Path) -> None:
+    """Operators who run gunicorn with config/gunicorn.conf.py get the same metrics as
+    `taskapi serve`: a multiprocess folder set before the fork, every worker counted."""
+    port = free_port()
+    env = {**server_env(tmp_path), "TASKAPI_METRICS_TOKEN": TOKEN, "TASKAPI_WORKERS": "2"}
+    config = Path(__file__).resolve().parents[1] / "config" / "gunicorn.conf.py"
+    log_path = tmp_path / "gunicorn.log"
+    command = [sys.executable, "-m", "gunicorn", "-c", str(config), "-b", f"127.0.0.1:{port}",
+               "taskapi:create_app()"]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, cwd=tmp_path, stdout=log, stderr=log
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        wait_healthy(server)
+        tasks, sent = f"{server.url}/api/v1/tasks", 0
+        folder = multiprocess_folder(server)
+        # Until both workers have counted some: a scrape must add up every worker's.
+        while sum(1 for count in requests_per_worker(folder).values() if count) < 2:
+            assert requests.get(tasks, headers=CLOSE, timeout=10).status_code == 401
+            sent += 1
+            assert sent < 500, server.log()
+        scraped = requests.get(
+            f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
+        assert scraped.status_code == 200, server.log()
+        found = samples(scraped.text)
+        labels = {"route": "/api/v1/tasks", "method": "GET", "status": "401"}
+        assert value(found, "taskapi_http_requests_total", **labels) == sent
+    finally:
+        server.stop()
+    assert server.process.returncode == 0, server.log()
