@@ -530,3 +530,18 @@ def test_another_users_cursor_reveals_nothing(alice: User, bob: User) -> None:
     other = inbox_of(alice)
     answer = alice.request("GET", f"{list_path(other)}/tasks?limit=1&cursor={cursor}")
     assert_error(answer, 400, "validation_error")
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "MOVE"])
+def test_an_empty_if_match_tag_is_412_not_a_crash(alice: User, method: str) -> None:
+    """``If-Match: ""`` names no version: 412 precondition_failed, and the list is unchanged."""
+    row = create_list(alice, title="kept")
+    headers = {"If-Match": '""'}
+    if method == "MOVE":
+        answer = alice.request("POST", f"{list_path(row)}/move", json={"after": None},
+                               headers=headers)  # fmt: skip
+    else:
+        body = None if method == "DELETE" else {"title": "changed"}
+        answer = alice.request(method, list_path(row), json=body, headers=headers)
+    assert_error(answer, 412, "precondition_failed")
+    assert alice.request("GET", list_path(row)).get_json() == row

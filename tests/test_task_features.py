@@ -90,8 +90,9 @@ def test_if_none_match(alice: User, bob: User, template: str, status: int) -> No
 @pytest.mark.parametrize(
     ("template", "matches"),
     [("{cur}", True), ("*", True), ('"999", {cur}', True), ('"999"', False),
-     ("W/{cur}", False), ("garbage", False)],
-    ids=["current", "star", "list", "other", "weak-never-matches", "garbage"],
+     ("W/{cur}", False), ("garbage", False), ('""', False), ('"", {cur}', True)],
+    ids=["current", "star", "list", "other", "weak-never-matches", "garbage", "empty-tag",
+         "empty-tag-and-current"],
 )  # fmt: skip
 def test_if_match(alice: User, bob: User, method: str, template: str, matches: bool) -> None:
     """If-Match that matches lets the write through; otherwise 412 and the task is unchanged."""

@@ -113,7 +113,8 @@ def if_match() -> service.Precondition:
     tags = request.if_match
     if tags.star_tag:
         return service.Precondition(versions=None)
-    versions = {int(tag) for tag in tags.as_set() if VERSION_TAG.fullmatch(tag)}
+    # Werkzeug reads an empty tag (`If-Match: ""`) as None: it names no version.
+    versions = {int(tag) for tag in tags.as_set() if tag and VERSION_TAG.fullmatch(tag)}
     return service.Precondition(versions=frozenset(versions))
 
 
