@@ -29,16 +29,12 @@ import statistics
 import sys
 import tempfile
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # bench/ is this script's folder, so it is on sys.path: reuse the load benchmark's set-up.
-from fractional_indexing import generate_n_keys_between
 from load import (
-    BCRYPT_ROUNDS,
-    PASSWORD,
     QUIET,
     Result,
     bench_database,
@@ -49,18 +45,15 @@ from load import (
     login,
     median_result,
     run_wrk,
+    seed,
     server_env,
     settle,
     start_server,
     stop_server,
-    task_row,
     write_rows,
 )
-from sqlalchemy import insert
 
-from taskapi.db import make_engine, utcnow
-from taskapi.models import Task, TaskList, User
-from taskapi.passwords import hash_password
+from taskapi.db import make_engine
 
 PATHS = ("session", "token")
 SCOPES = ["tasks:read"]
@@ -108,47 +101,6 @@ def parse_options(argv: list[str] | None = None) -> Options:
     )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Seed:
-    """The accounts, and the tasks the GETs walk: (user index from 1, task id)."""
-
-    emails: list[str]
-    sample: list[tuple[int, uuid.UUID]]
-
-
-def seed(database_url: str, users: int, tasks: int, sample: int) -> Seed:
-    """Bulk-insert accounts (one bcrypt hash shared), each with an inbox holding its tasks
-    (load.py's task rows, placed in the inbox in order)."""
-    password_hash = hash_password(PASSWORD, rounds=BCRYPT_ROUNDS)
-    now, run = utcnow(), uuid.uuid4().hex[:6]
-    emails = [f"tokens-{run}-{i}@example.com" for i in range(users)]
-    user_ids = [uuid.uuid4() for _ in emails]
-    task_ids = [[uuid.uuid4() for _ in range(tasks)] for _ in emails]
-    keys = generate_n_keys_between(None, None, tasks)
-    engine = make_engine(database_url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(insert(User), [
-                {"id": user_id, "email": email, "name": "", "password_hash": password_hash,
-                 "created_at": now, "change_seq": tasks + 1, "task_count": tasks}
-                for user_id, email in zip(user_ids, emails, strict=True)
-            ])  # fmt: skip
-            for user_id, ids in zip(user_ids, task_ids, strict=True):
-                inbox = uuid.uuid4()
-                connection.execute(insert(TaskList).values(
-                    id=inbox, owner_id=user_id, title="Inbox", position="a0", inbox=True,
-                    created_at=now, updated_at=now, version=1, change_seq=tasks + 1))  # fmt: skip
-                connection.execute(insert(Task), [
-                    {**task_row(user_id, task_id, i, now), "list_id": inbox, "position": keys[i]}
-                    for i, task_id in enumerate(ids)
-                ])  # fmt: skip
-            connection.exec_driver_sql("ANALYZE")
-    finally:
-        engine.dispose()
-    picked = [(u + 1, task_ids[u][i]) for i in range(sample) for u in range(users)]
-    return Seed(emails, picked)
-
-
 def personal_token(url: str, access_token: str) -> str:
     """A personal token with ``tasks:read``, made through the API with the user's session."""
     body = json.dumps({"name": "bench", "scopes": SCOPES}).encode()
@@ -172,7 +124,11 @@ def prepare(url: str, database_url: str, options: Options, folder: Path) -> dict
     (the same tasks, each with its owner's session token or personal token)."""
     print(f"seeding {options.users} users x {options.tasks_per_user} tasks; logging in and "
           "making a personal token per user ...", flush=True)  # fmt: skip
-    seeded = seed(database_url, options.users, options.tasks_per_user, options.sample_per_user)
+    engine = make_engine(database_url)
+    try:  # load.py's accounts: each an inbox holding its tasks; no login-storm accounts
+        seeded = seed(engine, options.users, 0, options.tasks_per_user, options.sample_per_user)
+    finally:
+        engine.dispose()
     with ThreadPoolExecutor(8) as pool:
         sessions = list(pool.map(lambda email: login(url, email), seeded.emails))
         tokens = list(pool.map(lambda access: personal_token(url, access), sessions))

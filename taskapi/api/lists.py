@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request, url_for
 
 from taskapi.api.deps import db_session, settings, token_key
-from taskapi.api.operation import PATCH_TYPES, Reply, operation
+from taskapi.api.operation import PATCH_TYPES, Reply, operation, page_reply
 from taskapi.api.parsing import parse_id
 from taskapi.api.tasks import (
     ETAG_DOC,
@@ -107,12 +106,7 @@ def list_lists(query: ListQuery) -> Reply:
         cursor=query.cursor,
         key=token_key(),
     )
-    headers = {}
-    if next_cursor is not None:
-        params = {k: v for k, v in request.args.items() if k != "cursor"}
-        params["cursor"] = next_cursor
-        headers["Link"] = f'<{request.base_url}?{urlencode(params)}>; rel="next"'
-    return Reply({"items": items, "next_cursor": next_cursor}, headers=headers)
+    return page_reply(items, next_cursor)
 
 
 @bp.get("/<list_id>")

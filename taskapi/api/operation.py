@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from flask import Response, request
 from pydantic import BaseModel
@@ -111,6 +112,17 @@ class Reply:
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     finish: Callable[[Response], Any] | None = None  # e.g. set or clear a cookie
+
+
+def page_reply(items: Any, next_cursor: str | None) -> Reply:
+    """A keyset page, with ``Link: <...>; rel="next"`` to the next one: the same query, the
+    next cursor, on the request's checked host (absolute, like ``Location``)."""
+    headers = {}
+    if next_cursor is not None:
+        params = {k: v for k, v in request.args.items() if k != "cursor"}
+        params["cursor"] = next_cursor
+        headers["Link"] = f'<{request.base_url}?{urlencode(params)}>; rel="next"'
+    return Reply({"items": items, "next_cursor": next_cursor}, headers=headers)
 
 
 def implied_errors(

@@ -6,13 +6,12 @@ import re
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
 from taskapi.api.deps import db_session, settings, token_key
-from taskapi.api.operation import PATCH_TYPES, Reply, operation
+from taskapi.api.operation import PATCH_TYPES, Reply, operation, page_reply
 from taskapi.api.parsing import parse_id
 from taskapi.db import utcnow
 from taskapi.errors import validation_error
@@ -200,12 +199,7 @@ def task_page(query: TaskListQuery, list_id: uuid.UUID | None = None) -> Reply:
         cursor=query.cursor,
         key=token_key(),
     )
-    headers = {}
-    if page.next_cursor is not None:
-        params = {k: v for k, v in request.args.items() if k != "cursor"}
-        params["cursor"] = page.next_cursor
-        headers["Link"] = f'<{request.base_url}?{urlencode(params)}>; rel="next"'
-    return Reply({"items": page.items, "next_cursor": page.next_cursor}, headers=headers)
+    return page_reply(page.items, page.next_cursor)
 
 
 @bp.delete("")

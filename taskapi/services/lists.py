@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -140,6 +141,25 @@ def get_list(db: DbSession, *, user_id: uuid.UUID, list_id: uuid.UUID) -> TaskLi
     return owned_list(db, user_id=user_id, list_id=list_id)
 
 
+@contextmanager
+def _new_version(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    list_id: uuid.UUID,
+    now: datetime,
+    precondition: journal.Precondition,
+) -> Iterator[TaskList]:
+    """One change of a list, in one unit of work: the owner's lock and a change number first,
+    then the list, locked and checked against If-Match; it leaves as a new version."""
+    with write(db):
+        seq = journal.next_change_seq(db, user_id)
+        row = owned_list(db, user_id=user_id, list_id=list_id, lock=True)
+        precondition.check(row.version, "list")
+        yield row
+        row.updated_at, row.version, row.change_seq = now, row.version + 1, seq
+
+
 def update_list(
     db: DbSession,
     *,
@@ -150,13 +170,11 @@ def update_list(
     precondition: journal.Precondition,
 ) -> TaskList:
     """Write the given fields (all of them for PUT), as a new version."""
-    with write(db):
-        seq = journal.next_change_seq(db, user_id)
-        row = owned_list(db, user_id=user_id, list_id=list_id, lock=True)
-        precondition.check(row.version, "list")
+    with _new_version(
+        db, user_id=user_id, list_id=list_id, now=now, precondition=precondition
+    ) as row:
         for name, value in fields.items():
             setattr(row, name, value)
-        row.updated_at, row.version, row.change_seq = now, row.version + 1, seq
     return row
 
 
@@ -170,10 +188,9 @@ def move_list(
     precondition: journal.Precondition,
 ) -> TaskList:
     """Put the list right after another of the user's lists (None: first)."""
-    with write(db):
-        seq = journal.next_change_seq(db, user_id)
-        row = owned_list(db, user_id=user_id, list_id=list_id, lock=True)
-        precondition.check(row.version, "list")
+    with _new_version(
+        db, user_id=user_id, list_id=list_id, now=now, precondition=precondition
+    ) as row:
         after = None
         if after_id is not None:
             after = owned_list(db, user_id=user_id, list_id=after_id)
@@ -182,7 +199,6 @@ def move_list(
         row.position = positions.place(
             db, TaskList, _scope(user_id, leaving_out=row.id), after, journal.reserver(db, user_id)
         )
-        row.updated_at, row.version, row.change_seq = now, row.version + 1, seq
     return row
 
 
