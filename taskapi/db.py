@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
@@ -46,8 +47,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return aware UTC datetimes on every database."""
-        if value is None:
-            return None
+        if value is None or value.tzinfo is UTC:  # PostgreSQL's sessions run in UTC
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -67,14 +68,24 @@ def _engine_options(url: str) -> dict[str, Any]:
     # request's first statement, which invalidates the pool (every older connection
     # reconnects on its next checkout) and is retried once (see api.operation).
     return {
+        # orjson parses the tags of a page of 50 tasks several times faster than json does.
+        "json_deserializer": orjson.loads,
+        "json_serializer": _orjson_text,
         "pool_size": 5,
         "max_overflow": 10,
         "pool_timeout": CONNECT_TIMEOUT_SECONDS,
         "connect_args": {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            # Sessions in UTC: psycopg then returns timestamps already in UTC (no conversion
+            # per value; a page of 50 tasks carries 200).
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c TimeZone=UTC",
         },
     }
+
+
+def _orjson_text(value: Any) -> str:
+    """JSON text for a json/jsonb parameter, by orjson."""
+    return orjson.dumps(value).decode()
 
 
 def _casefold(value: str | None) -> str | None:

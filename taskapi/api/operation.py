@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from taskapi.api.deps import CALLER_CHECKS, once_more_if_the_connection_died, settings
 from taskapi.api.parsing import check_media_type, has_body, parse_body, parse_query
+from taskapi.schemas.common import FAST_JSON
 from taskapi.security import Guard, authenticate, check_scopes, require_verified_email
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -283,7 +284,11 @@ def respond(spec: Operation, result: Any) -> Response:
     return response
 
 
-def serialize(model: type[BaseModel], body: Any) -> str:
-    """JSON of ``body`` as ``model`` declares it (validated from a model, dict or row)."""
+def serialize(model: type[BaseModel], body: Any) -> str | bytes:
+    """JSON of ``body`` as ``model`` declares it (validated from a model, dict or row), or
+    by the model's hand-written serializer on the hot path (``schemas.common.FAST_JSON``)."""
+    fast = FAST_JSON.get(model)
+    if fast is not None and not isinstance(body, model):
+        return fast(body)
     instance = body if isinstance(body, model) else model.model_validate(body, from_attributes=True)
     return instance.model_dump_json()

@@ -27,6 +27,7 @@ from taskapi.schemas.tasks import (
     TaskPatch,
     TaskPublic,
     TaskWrite,
+    task_document,
 )
 from taskapi.security import principal
 from taskapi.services import listing, sync
@@ -88,7 +89,7 @@ def written_fields(body: TaskWrite) -> dict[str, Any]:
 
 def task_json(task: Task) -> dict[str, Any]:
     """The public JSON of a task, as the declared model serializes it (kept for replays)."""
-    return TaskPublic.model_validate(task).model_dump(mode="json")
+    return task_document(task)
 
 
 def etag(version: int) -> str:

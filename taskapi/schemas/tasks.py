@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import orjson
 from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from taskapi.schemas.common import (
+    FAST_JSON,
     IdRef,
     InputTimestamp,
     NoNul,
@@ -20,8 +23,10 @@ from taskapi.schemas.common import (
     Text,
     Timestamp,
     document_request,
+    format_timestamp,
     ignored,
     omitted_when_none,
+    timestamp_or_none,
 )
 from taskapi.schemas.lists import ListPublic
 
@@ -199,6 +204,79 @@ class TaskPublic(PublicModel):
         return PRIORITIES[value] if isinstance(value, int) else value
 
 
+def task_document(task: Any) -> dict[str, Any]:
+    """``TaskPublic``'s JSON document of a task entity or row (any object with the task's
+    columns as attributes), built directly: no validation, since the row is the database's."""
+    return {
+        "id": str(task.id),
+        "title": task.title,
+        "notes": task.notes,
+        "completed": task.completed,
+        "completed_at": timestamp_or_none(task.completed_at),
+        "due_at": timestamp_or_none(task.due_at),
+        "priority": PRIORITIES[task.priority],
+        "tags": task.tags,
+        "created_at": format_timestamp(task.created_at),
+        "updated_at": format_timestamp(task.updated_at),
+        "version": task.version,
+        "list_id": str(task.list_id),
+        "parent_id": None if task.parent_id is None else str(task.parent_id),
+        "position": task.position,
+        "recurrence": task.recurrence,
+        "timezone": task.timezone,
+        "next_occurrence_id": (
+            None if task.next_occurrence_id is None else str(task.next_occurrence_id)
+        ),
+    }
+
+
+# The columns of a page's rows, in this order (services.listing selects them so): a row is
+# unpacked by position, which is several times faster than by name.
+ROW_COLUMNS = (
+    "id", "owner_id", "title", "notes", "completed", "completed_at", "due_at", "priority",
+    "tags", "created_at", "updated_at", "version", "change_seq", "list_id", "parent_id",
+    "position", "recurrence", "timezone", "next_occurrence_id",
+)  # fmt: skip
+
+
+def row_document(row: Sequence[Any]) -> dict[str, Any]:
+    """``task_document`` of a row of ``ROW_COLUMNS``, for orjson (which writes UUIDs itself)."""
+    (task_id, _owner, title, notes, completed, completed_at, due_at, priority, tags, created,
+     updated, version, _seq, list_id, parent_id, position, rule, zone, next_id) = row  # fmt: skip
+    return {
+        "id": task_id,
+        "title": title,
+        "notes": notes,
+        "completed": completed,
+        "completed_at": None if completed_at is None else format_timestamp(completed_at),
+        "due_at": None if due_at is None else format_timestamp(due_at),
+        "priority": PRIORITIES[priority],
+        "tags": tags,
+        "created_at": format_timestamp(created),
+        "updated_at": format_timestamp(updated),
+        "version": version,
+        "list_id": list_id,
+        "parent_id": parent_id,
+        "position": position,
+        "recurrence": rule,
+        "timezone": zone,
+        "next_occurrence_id": next_id,
+    }
+
+
+def _task_json(body: Any) -> bytes:
+    """A task answer: an entity, or a document already made (a create's answer)."""
+    return orjson.dumps(body if isinstance(body, dict) else task_document(body))
+
+
+def _page_json(body: dict[str, Any]) -> bytes:
+    """A page answer: ``{"items": [rows of ROW_COLUMNS, or entities], "next_cursor": ...}``."""
+    items = body["items"]
+    render = row_document if items and isinstance(items[0], Sequence) else task_document
+    return orjson.dumps({"items": [render(task) for task in items],
+                         "next_cursor": body["next_cursor"]})  # fmt: skip
+
+
 class TaskPage(PublicModel):
     """One page of tasks."""
 
@@ -302,3 +380,7 @@ class ChangesPage(PublicModel):
     )
     next: str = Field(description="The token to send as since for the next page (keep it)")
     has_more: bool = Field(description="true when more changes follow: ask again at once")
+
+
+FAST_JSON[TaskPublic] = _task_json
+FAST_JSON[TaskPage] = _page_json

@@ -21,16 +21,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session as DbSession
-from sqlalchemy.orm import aliased
 
 from taskapi.errors import BadToken, InvalidInput
 from taskapi.models import Task
-from taskapi.schemas.tasks import PRIORITIES
+from taskapi.schemas.tasks import PRIORITIES, ROW_COLUMNS
 from taskapi.services.cursors import open_token, seal
 from taskapi.services.lists import owned_list
 from taskapi.services.tasks import owned_task
 
 CURSOR_PURPOSE = "tasks-cursor"
+# Pages are read as rows, not entities: a page of 50 loaded into the ORM's identity map cost
+# more than its query (bench/README.md); nothing on a page is changed.
+COLUMNS = tuple(Task.__table__.columns[name] for name in ROW_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class TaskFilters:
 class TaskPageResult:
     """One page of tasks and the cursor of the next, if any."""
 
-    items: list[Task]
+    items: list[Any]  # rows with the task's columns as attributes
     next_cursor: str | None
 
 
@@ -113,7 +115,7 @@ def _direction(descending: bool) -> Any:
     return (lambda column: column.desc()) if descending else (lambda column: column.asc())
 
 
-def _key_of(task: Task, sort: str) -> list[Any]:
+def _key_of(task: Any, sort: str) -> list[Any]:
     """The values of the sort key for one task, as stored in a cursor."""
     name = sort.lstrip("-")
     if name == "due_at":
@@ -165,7 +167,7 @@ def _plain_page(conditions: list[Any], values: list[Any] | None, sort: str, limi
     """One index range scan on (owner, sort column, id)."""
     descending, order = sort.startswith("-"), _direction(sort.startswith("-"))
     column = getattr(Task, sort.lstrip("-"))
-    statement = select(Task).where(*conditions)
+    statement = select(*COLUMNS).where(*conditions)
     if values is not None:
         statement = statement.where(_after([column, Task.id], values, descending))
     return statement.order_by(order(column), order(Task.id)).limit(limit + 1)
@@ -186,16 +188,16 @@ def _due_at_page(
         dated = [*conditions, Task.due_at.is_not(None)]
         if values is not None:
             dated.append(_after([Task.due_at, Task.id], values[1:], descending))
-        parts.append(select(Task).where(*dated).order_by(order(Task.due_at), order(Task.id)))
+        parts.append(select(*COLUMNS).where(*dated).order_by(order(Task.due_at), order(Task.id)))
     elif values is not None:
         undated.append(_after([Task.id], values[2:], descending))
-    parts.append(select(Task).where(*undated).order_by(order(Task.id)))
+    parts.append(select(*COLUMNS).where(*undated).order_by(order(Task.id)))
     if len(parts) == 1:
         return parts[0].limit(limit + 1)
     union = union_all(*(part.limit(limit + 1).subquery().select() for part in parts)).subquery()
     undated_last = case((union.c.due_at.is_(None), 1), else_=0)
     return (
-        select(aliased(Task, union))
+        select(union)
         .order_by(undated_last, order(union.c.due_at), order(union.c.id))
         .limit(limit + 1)
     )
@@ -234,7 +236,7 @@ def list_tasks(
         statement = _due_at_page(conditions, values, sort.startswith("-"), limit)
     else:
         statement = _plain_page(conditions, values, sort, limit)
-    rows = list(db.scalars(statement))
+    rows = list(db.execute(statement))
     items, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more:
