@@ -1,4 +1,5 @@
-"""Hot paths stay lean: an authenticated read is the session check plus one data query."""
+"""Hot paths stay lean: a task by id is one statement (the session check folded into it); a
+page is the session check plus one data query."""
 
 from __future__ import annotations
 
@@ -36,15 +37,39 @@ def counted_statements(app: Flask) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
-@pytest.mark.parametrize(
-    "path",
-    ["/api/v1/tasks/{id}", "/api/v1/tasks?limit=5", "/api/v1/tasks?limit=5&cursor={cursor}"],
-)
-def test_authenticated_reads_take_two_queries(app: Flask, alice: User, path: str) -> None:
+@pytest.mark.parametrize("found", [True, False])
+def test_a_task_by_id_is_one_statement(app: Flask, alice: User, bob: User, found: bool) -> None:
+    """The session check and the task in one round trip, whether the task is there or not
+    (another user's task is the same 404, from the same statement)."""
+    task = (alice if found else bob).create_task(title="mine" if found else "bob's")
+    with counted_statements(app) as statements:
+        answer = alice.request("GET", f"/api/v1/tasks/{task['id']}")
+    assert answer.status_code == (200 if found else 404)
+    assert len(statements) == 1, statements
+    assert "sessions" in statements[0] and "tasks" in statements[0]
+
+
+def test_a_personal_token_reads_a_task_in_two_statements(app: Flask, alice: User) -> None:
+    """A personal token's lookup folds nothing: the token, then the task."""
+    task = alice.create_task(title="t")
+    made = alice.request("POST", "/api/v1/auth/tokens", json={"name": "cli",
+                                                              "scopes": ["tasks:read"]})  # fmt: skip
+    headers = {"Authorization": f"Bearer {made.json['token']}"}
+    with counted_statements(app) as statements:
+        answer = alice.client.get(f"/api/v1/tasks/{task['id']}", headers=headers)
+    assert answer.status_code == 200 and answer.json == alice.request(
+        "GET", f"/api/v1/tasks/{task['id']}").json  # fmt: skip
+    reads = [statement for statement in statements if statement.lstrip().startswith("SELECT")]
+    assert len(reads) == 2, statements
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tasks?limit=5", "/api/v1/tasks?limit=5&cursor={cursor}"])
+def test_pages_take_two_queries(app: Flask, alice: User, path: str) -> None:
     """One primary-key lookup of the session plus one query for the data, on any page."""
-    tasks = [alice.create_task(title=f"t{i}") for i in range(12)]
+    for i in range(12):
+        alice.create_task(title=f"t{i}")
     cursor = alice.request("GET", "/api/v1/tasks?limit=5").json["next_cursor"]
-    url = path.format(id=tasks[0]["id"], cursor=cursor)
+    url = path.format(cursor=cursor)
     with counted_statements(app) as statements:
         answer = alice.request("GET", url)
     assert answer.status_code == 200

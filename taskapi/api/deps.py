@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from flask import current_app, g
@@ -85,6 +86,36 @@ class DatabaseChecks:
 
 
 CALLER_CHECKS = DatabaseChecks()
+
+# A route's read folded into its caller's session check: given the request's database
+# session, the token's session and user ids, the time and the path's arguments, it answers
+# the session check and the route's data together (one statement, one round trip).
+FoldedRead = Callable[
+    [Session, uuid.UUID, uuid.UUID, datetime, dict[str, Any]], tuple[auth_service.SessionCheck, Any]
+]
+NOT_FOLDED = object()
+
+
+class FoldingChecks(DatabaseChecks):
+    """The caller's checks for a route that declares a folded read: a session token's check
+    also reads the route's data, which the view takes with ``folded_data()``. A personal
+    token is checked as anywhere else, and its view reads its data itself."""
+
+    def __init__(self, read: FoldedRead, args: dict[str, Any]) -> None:
+        self.read, self.args = read, args
+
+    def session(self, session_id: uuid.UUID, user_id: uuid.UUID) -> auth_service.SessionCheck:
+        """The session check and the route's data, in one round trip."""
+        check, g.folded_data = once_more_if_the_connection_died(
+            lambda: self.read(db_session(), session_id, user_id, utcnow(), self.args)
+        )
+        return check
+
+
+def folded_data() -> Any:
+    """What this request's folded read found (``NOT_FOLDED`` when none ran: the caller used a
+    personal token, or the route folds nothing)."""
+    return g.pop("folded_data", NOT_FOLDED)
 
 
 def once_more_if_the_connection_died(call: Callable[[], T]) -> T:

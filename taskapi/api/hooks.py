@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from taskapi.api.deps import CALLER_CHECKS
+from taskapi.api.deps import CALLER_CHECKS, FoldingChecks
 from taskapi.errors import ApiError, invalid_json, payload_too_large
 from taskapi.security import resolve_caller
 from taskapi.settings import Settings
@@ -32,8 +32,12 @@ def _read_credentials(app: Flask) -> None:
     if request.routing_exception is not None:
         return
     operation = getattr(app.view_functions.get(request.endpoint or ""), "operation", None)
-    if operation is not None and operation.auth is not None:
-        g.credentials = resolve_caller(operation.auth, CALLER_CHECKS)
+    if operation is None or operation.auth is None:
+        return
+    checks = CALLER_CHECKS
+    if operation.folded_read is not None:
+        checks = FoldingChecks(operation.folded_read, request.view_args or {})
+    g.credentials = resolve_caller(operation.auth, checks)
 
 
 log = logging.getLogger("taskapi.hooks")

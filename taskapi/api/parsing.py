@@ -204,6 +204,16 @@ def parse_query(model: type[BaseModel] | None) -> BaseModel | None:
         raise validation_error(details_of(error)) from None
 
 
+def id_or_none(text: str) -> uuid.UUID | None:
+    """``parse_id``, with None for what it refuses (a read that will find nothing)."""
+    if not CANONICAL_UUID.fullmatch(text):
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
 def parse_id(text: str) -> uuid.UUID:
     """A path id; one that is not a UUID in its canonical form is simply not found
     (Python's parser would also take braces, ``urn:uuid:`` and other scripts' digits)."""

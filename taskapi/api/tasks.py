@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
-from taskapi.api.deps import db_session, settings, token_key
+from taskapi.api.deps import NOT_FOLDED, db_session, folded_data, settings, token_key
 from taskapi.api.operation import PATCH_TYPES, Reply, operation, page_reply
-from taskapi.api.parsing import parse_id
+from taskapi.api.parsing import id_or_none, parse_id
 from taskapi.db import utcnow
-from taskapi.errors import validation_error
+from taskapi.errors import NotFound, validation_error
 from taskapi.schemas.lists import TaskMoveBody
 from taskapi.schemas.tasks import (
+    ROW_COLUMNS,
     SERVER_SET_FIELDS,
     ChangesPage,
     ChangesQuery,
@@ -33,8 +34,11 @@ from taskapi.security import principal
 from taskapi.services import listing, sync
 from taskapi.services import tasks as service
 
-if TYPE_CHECKING:  # views handle tasks only through services; the type is for signatures
+if TYPE_CHECKING:  # views handle tasks only through services; the types are for signatures
+    from sqlalchemy.orm import Session as DbSession
+
     from taskapi.models import Task
+    from taskapi.services.auth import SessionCheck
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
 
@@ -261,6 +265,16 @@ def list_changes(query: ChangesQuery) -> dict[str, Any]:
     return {"changes": items, "next": page.next_token, "has_more": page.has_more}
 
 
+def _task_and_caller(
+    db: DbSession, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime, args: dict[str, Any]
+) -> tuple[SessionCheck, Any]:
+    """``GET /tasks/<id>``'s folded read: the session check and the task row together."""
+    task_id = id_or_none(args["task_id"])
+    return service.get_task_checking_session(
+        db, session_id=session_id, user_id=user_id, task_id=task_id, now=now
+    )
+
+
 @bp.get("/<task_id:task_id>")
 @operation(
     "Get a task",
@@ -269,13 +283,20 @@ def list_changes(query: ChangesQuery) -> dict[str, Any]:
     errors=(404,),
     headers={"If-None-Match": "ETags the client holds; 304 when the task's is among them"},
     response_headers=ETAG_DOC,
+    folded_read=_task_and_caller,
 )
 def get_task(task_id: str) -> Reply | Response:
     """One task; 304 when ``If-None-Match`` names its current ETag (weak comparison)."""
-    task = service.get_task(db_session(), user_id=principal().user_id, task_id=parse_id(task_id))
-    if request.if_none_match.contains_weak(str(task.version)):
-        return Response(status=304, headers={"ETag": etag(task.version)})
-    return _task_reply(task)
+    task = folded_data()
+    if task is NOT_FOLDED:  # a personal token: its check read no task
+        task = service.get_task_row(db_session(), user_id=principal().user_id,
+                                    task_id=parse_id(task_id))  # fmt: skip
+    elif task is None:  # a malformed id, a missing task and another's: one 404
+        raise NotFound()
+    version = task[ROW_COLUMNS.index("version")]
+    if request.if_none_match.contains_weak(str(version)):
+        return Response(status=304, headers={"ETag": etag(version)})
+    return Reply(task, None, {"ETag": etag(version)})
 
 
 @bp.put("/<task_id:task_id>")

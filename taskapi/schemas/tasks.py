@@ -265,8 +265,11 @@ def row_document(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def _task_json(body: Any) -> bytes:
-    """A task answer: an entity, or a document already made (a create's answer)."""
-    return orjson.dumps(body if isinstance(body, dict) else task_document(body))
+    """A task answer: an entity, a row of ``ROW_COLUMNS``, or a document already made (a
+    create's answer)."""
+    if isinstance(body, dict):
+        return orjson.dumps(body)
+    return orjson.dumps(row_document(body) if isinstance(body, tuple) else task_document(body))
 
 
 def _page_json(body: dict[str, Any]) -> bytes:

@@ -158,14 +158,15 @@ def session_is_live(
     verified. One primary-key lookup (joined to its user by primary key), not an ORM entity:
     it runs on every authenticated request. A failed check asks once more whether an operator
     disabled the account, so that its tokens answer ``account_disabled``."""
-    found = db.execute(_LIVE_SESSION, {"sid": session_id, "uid": user_id, "now": now}).first()
+    found = db.execute(LIVE_SESSION, {"sid": session_id, "uid": user_id, "now": now}).first()
     if found is not None:
         return SessionCheck(live=True, email_verified=bool(found[0]))
     disabled_at = db.scalar(select(User.disabled_at).where(User.id == user_id))
     return SessionCheck(live=False, disabled=disabled_at is not None)
 
 
-_LIVE_SESSION = (
+# Also the first part of a folded read (``tasks.get_task_checking_session``).
+LIVE_SESSION = (
     select(User.email_verified)
     .join(Session, Session.user_id == User.id)
     .where(

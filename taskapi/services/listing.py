@@ -24,15 +24,12 @@ from sqlalchemy.orm import Session as DbSession
 
 from taskapi.errors import BadToken, InvalidInput
 from taskapi.models import Task
-from taskapi.schemas.tasks import PRIORITIES, ROW_COLUMNS
+from taskapi.schemas.tasks import PRIORITIES
 from taskapi.services.cursors import open_token, seal
 from taskapi.services.lists import owned_list
-from taskapi.services.tasks import owned_task
+from taskapi.services.tasks import COLUMNS, owned_task
 
 CURSOR_PURPOSE = "tasks-cursor"
-# Pages are read as rows, not entities: a page of 50 loaded into the ORM's identity map cost
-# more than its query (bench/README.md); nothing on a page is changed.
-COLUMNS = tuple(Task.__table__.columns[name] for name in ROW_COLUMNS)
 
 
 @dataclass(frozen=True)

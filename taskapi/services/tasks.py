@@ -8,15 +8,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, bindparam, delete, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from taskapi.db import write
 from taskapi.errors import InvalidInput, NotFound, PreconditionFailed
 from taskapi.models import Task
-from taskapi.schemas.tasks import PRIORITIES
+from taskapi.schemas.tasks import PRIORITIES, ROW_COLUMNS
 from taskapi.services import journal, positions, recurrence
+from taskapi.services.auth import LIVE_SESSION, SessionCheck, session_is_live
 from taskapi.services.journal import Created, Precondition
 from taskapi.services.lists import inbox_id, owned_list
 
@@ -27,6 +28,9 @@ __all__ = ["Created", "Precondition"]
 CLEAR_BATCH = 500
 PLACEMENT = ("list_id", "parent_id")
 UNSET: Any = object()  # "not sent", as opposed to None ("top level")
+# What reads answer from: rows of these columns, not entities (nothing read is changed, and
+# an ORM entity costs more to load than its query; see bench/README.md).
+COLUMNS = tuple(Task.__table__.columns[name] for name in ROW_COLUMNS)
 
 
 def owned_task(
@@ -208,6 +212,46 @@ def _new_task(
 def get_task(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
     """One of the user's tasks."""
     return owned_task(db, user_id=user_id, task_id=task_id)
+
+
+def get_task_row(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> tuple[Any, ...]:
+    """One of the user's tasks, as a row of ``COLUMNS``."""
+    found = db.execute(_TASK_ROW, {"tid": task_id, "uid": user_id}).first()
+    if found is None:
+        raise NotFound()
+    return tuple(found)
+
+
+_TASK_ROW = select(*COLUMNS).where(Task.id == bindparam("tid"), Task.owner_id == bindparam("uid"))
+
+
+def get_task_checking_session(
+    db: DbSession,
+    *,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    task_id: uuid.UUID | None,
+    now: datetime,
+) -> tuple[SessionCheck, Any]:
+    """The session check and one of the user's tasks (a row, or None), in one statement:
+    ``GET /tasks/<id>`` costs one round trip to the database. A session that is not live
+    is looked at again by ``session_is_live``, which tells a disabled account apart."""
+    params = {"sid": session_id, "uid": user_id, "now": now, "tid": task_id}
+    found = db.execute(_TASK_WITH_CALLER, params).first()
+    if found is None:
+        return session_is_live(db, session_id=session_id, user_id=user_id, now=now), None
+    verified, *task = found
+    return SessionCheck(live=True, email_verified=bool(verified)), (
+        None if task[0] is None else tuple(task)
+    )
+
+
+_CALLER = LIVE_SESSION.subquery("caller")
+_TASK_WITH_CALLER = select(_CALLER.c.email_verified, *COLUMNS).select_from(
+    _CALLER.outerjoin(
+        Task.__table__, and_(Task.id == bindparam("tid"), Task.owner_id == bindparam("uid"))
+    )
+)
 
 
 def update_task(
