@@ -3,6 +3,7 @@ page is the session check plus one data query."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -52,8 +53,8 @@ def test_a_task_by_id_is_one_statement(app: Flask, alice: User, bob: User, found
 def test_a_personal_token_reads_a_task_in_two_statements(app: Flask, alice: User) -> None:
     """A personal token's lookup folds nothing: the token, then the task."""
     task = alice.create_task(title="t")
-    made = alice.request("POST", "/api/v1/auth/tokens", json={"name": "cli",
-                                                              "scopes": ["tasks:read"]})  # fmt: skip
+    scoped = {"name": "cli", "scopes": ["tasks:read"]}
+    made = alice.request("POST", "/api/v1/auth/tokens", json=scoped)
     headers = {"Authorization": f"Bearer {made.json['token']}"}
     with counted_statements(app) as statements:
         answer = alice.client.get(f"/api/v1/tasks/{task['id']}", headers=headers)
@@ -88,3 +89,60 @@ def test_listing_has_no_n_plus_one(app: Flask, alice: User) -> None:
         answer = alice.request("GET", "/api/v1/tasks?limit=50")
     assert len(answer.json["items"]) == 50
     assert len(statements) == 2
+
+
+@contextmanager
+def sent_statements(app: Flask) -> Iterator[list[tuple[str, Any, bool]]]:
+    """Every statement the app's engine sends, its parameters, and whether the connection was
+    in autocommit (psycopg sends a BEGIN before a statement otherwise)."""
+    engine = engine_of(app)
+    sent: list[tuple[str, Any, bool]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, params: Any, *_args: Any) -> None:
+        sent.append((statement, params, conn.connection.driver_connection.autocommit))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_plain_patch_is_one_statement_on_postgresql(
+    app: Flask, alice: User, database_url: str
+) -> None:
+    """Changing plain fields is the session check and one autocommit statement that takes
+    the owner's row (and change number) before the task's, as every write does."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no data-modifying CTEs: its writes take the general path")
+    task = alice.create_task(title="t")
+    with sent_statements(app) as sent:
+        answer = alice.request("PATCH", f"/api/v1/tasks/{task['id']}",
+                               json={"completed": True, "title": "u"})  # fmt: skip
+    assert answer.status_code == 200 and answer.json["version"] == 2
+    assert answer.json["completed_at"] is not None and answer.json["title"] == "u"
+    assert [(statement.split()[0], autocommit) for statement, _, autocommit in sent] == [
+        ("SELECT", True), ("WITH", True)], sent  # fmt: skip
+    statement, params, _ = sent[1]
+    with engine_of(app).connect() as connection:
+        plan = "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement,
+                                                                      params))  # fmt: skip
+    # The owner's UPDATE is an init plan checked once, before the tasks scan locks a row.
+    tasks_scan = re.search(r"Scan .*on tasks", plan)
+    assert tasks_scan is not None and "One-Time Filter" in plan, plan
+    assert plan.index("One-Time Filter") < tasks_scan.start(), plan
+
+
+def test_a_patch_the_one_statement_cannot_take_is_still_answered(
+    app: Flask, alice: User, bob: User
+) -> None:
+    """A recurring task, another version, another user's task: the general path answers."""
+    recurring = alice.create_task(title="r", due_at="2027-01-01T09:00:00Z",
+                                  recurrence="FREQ=DAILY")  # fmt: skip
+    path = f"/api/v1/tasks/{recurring['id']}"
+    done = alice.request("PATCH", path, json={"completed": True})
+    assert done.status_code == 200 and done.json["next_occurrence_id"] is not None
+    stale = alice.request("PATCH", path, json={"notes": "x"}, headers={"If-Match": '"1"'})
+    assert stale.status_code == 412
+    assert bob.request("PATCH", path, json={"notes": "x"}).status_code == 404
+    assert alice.request("GET", path).json["version"] == 2

@@ -35,6 +35,7 @@ from taskapi.services import listing, sync
 from taskapi.services import tasks as service
 
 if TYPE_CHECKING:  # views handle tasks only through services; the types are for signatures
+    from sqlalchemy import Row
     from sqlalchemy.orm import Session as DbSession
 
     from taskapi.models import Task
@@ -101,7 +102,9 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _task_reply(task: Task | dict[str, Any], status: int | None = None, **headers: str) -> Reply:
+def _task_reply(
+    task: Task | Row[Any] | dict[str, Any], status: int | None = None, **headers: str
+) -> Reply:
     """A task answer with its ETag."""
     version = task["version"] if isinstance(task, dict) else task.version
     return Reply(task, status, {"ETag": etag(version), **headers})

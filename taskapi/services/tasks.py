@@ -8,13 +8,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, select
+from sqlalchemy import Row, and_, bindparam, case, delete, literal, null, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from taskapi.db import write
+from taskapi.db import UTCDateTime, one_statement_write, write, writes_in_one_statement
 from taskapi.errors import InvalidInput, NotFound, PreconditionFailed
-from taskapi.models import Task
+from taskapi.models import Task, User
 from taskapi.schemas.tasks import PRIORITIES, ROW_COLUMNS
 from taskapi.services import journal, positions, recurrence
 from taskapi.services.auth import LIVE_SESSION, SessionCheck, session_is_live
@@ -263,10 +263,22 @@ def update_task(
     now: datetime,
     precondition: Precondition = Precondition(),
     max_tasks: int = 0,
-) -> Task:
+) -> Task | Row[Any]:
     """Write the given fields (all of them for PUT), bumping ``version`` even if nothing
     changed. A new ``list_id``/``parent_id`` moves the task (first in its new place);
-    completing a recurring task makes its next occurrence, once."""
+    completing a recurring task makes its next occurrence, once.
+
+    The common change (plain fields of a task that does not recur) is one statement; what
+    it does not match (a missing or foreign task, another version, a recurring task) takes
+    the general path, which tells these apart.
+    """
+    if writes_in_one_statement(db) and set(fields) <= PLAIN_FIELDS and not precondition.required:
+        written = _update_plain_fields(
+            db, user_id=user_id, task_id=task_id, fields=fields, now=now,
+            versions=precondition.versions,
+        )  # fmt: skip
+        if written is not None:
+            return written
     fields = dict(fields)
     list_id, parent_id = (fields.pop(name, UNSET) for name in PLACEMENT)
     try:
@@ -292,6 +304,55 @@ def update_task(
     except StaleDataError:  # a safety net: the row lock should make this unreachable
         raise PreconditionFailed("The task has changed; fetch it again.") from None
     return task
+
+
+# What a change can write without reading the task first: no placement, no recurrence.
+PLAIN_FIELDS = frozenset({"title", "notes", "completed", "due_at", "priority", "tags"})
+
+
+def _update_plain_fields(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    task_id: uuid.UUID,
+    fields: dict[str, Any],
+    now: datetime,
+    versions: frozenset[int] | None,
+) -> Row[Any] | None:
+    """Write plain fields of a task that does not recur, in one statement that also takes the
+    owner's row first and its change number (see ``journal.next_change_seq``); the new row,
+    or None when no task matched (the change number it took is simply skipped)."""
+    owner = (
+        update(User)
+        .where(User.id == user_id)
+        .values(change_seq=User.change_seq + 1)
+        .returning(User.change_seq)
+        .cte("owner")
+    )
+    values: dict[str, Any] = dict(fields)
+    if "priority" in values:
+        values["priority"] = PRIORITIES.index(values["priority"])
+    if "completed" in values:  # completed_at moves only when completed does
+        since = literal(now, UTCDateTime()) if values["completed"] else null()
+        values["completed_at"] = case(
+            (Task.completed == values["completed"], Task.completed_at), else_=since
+        )
+    seq = select(owner.c.change_seq).scalar_subquery()
+    # In the WHERE clause, the owner's update runs first (a one-time filter), before any task
+    # row is locked: one lock order with every other write and with account deletion. An
+    # account deleted meanwhile leaves no owner row, and the task is not written.
+    statement = update(Task).where(
+        seq.is_not(None), Task.id == task_id, Task.owner_id == user_id, Task.recurrence.is_(None)
+    )
+    if versions is not None:
+        statement = statement.where(Task.version.in_(sorted(versions)))
+    statement = statement.values(
+        **values,
+        updated_at=now,
+        version=Task.version + 1,
+        change_seq=seq,
+    ).returning(*COLUMNS)
+    return one_statement_write(db, statement).first()
 
 
 def _complete(
