@@ -146,3 +146,41 @@ def test_a_patch_the_one_statement_cannot_take_is_still_answered(
     assert stale.status_code == 412
     assert bob.request("PATCH", path, json={"notes": "x"}).status_code == 404
     assert alice.request("GET", path).json["version"] == 2
+
+
+def test_a_plain_create_is_two_statements_on_postgresql(
+    app: Flask, alice: User, database_url: str
+) -> None:
+    """A create in the inbox: the session check reads the inbox's first position, then one
+    autocommit statement takes the owner's row (change number and quota) and inserts the
+    task first in the inbox."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no data-modifying CTEs: its writes take the general path")
+    older = alice.create_task(title="older")
+    with sent_statements(app) as sent:
+        answer = alice.request("POST", "/api/v1/tasks", json={"title": "new", "completed": True})
+    assert answer.status_code == 201 and answer.json["completed_at"] is not None
+    assert [(statement.split()[0], autocommit) for statement, _, autocommit in sent] == [
+        ("SELECT", True), ("WITH", True)], sent  # fmt: skip
+    assert "sessions" in sent[0][0] and "lists" in sent[0][0]
+    assert answer.json["position"] < older["position"]
+    inbox = alice.request("GET", f"/api/v1/lists/{older['list_id']}/tasks").json["items"]
+    assert [task["title"] for task in inbox] == ["new", "older"]
+
+
+def test_creates_the_one_statement_cannot_take_are_still_answered(
+    make_app: Any, make_user: Any, database_url: str
+) -> None:
+    """At the quota the one statement inserts nothing and the general path answers 409; a
+    personal token, whose check reads no inbox, creates first in the inbox too."""
+    app = make_app(max_tasks_per_user=2)
+    user = make_user(on=app.test_client())
+    first = user.create_task(title="one")
+    made = user.request("POST", "/api/v1/auth/tokens",
+                        json={"name": "cli", "scopes": ["tasks:write"]})  # fmt: skip
+    token = {"Authorization": f"Bearer {made.json['token']}"}
+    second = user.client.post("/api/v1/tasks", json={"title": "two"}, headers=token)
+    assert second.status_code == 201 and second.json["position"] < first["position"]
+    refused = user.request("POST", "/api/v1/tasks", json={"title": "three"})
+    assert refused.status_code == 409 and refused.json["code"] == "quota_exceeded"
+    assert len(user.request("GET", "/api/v1/tasks").json["items"]) == 2

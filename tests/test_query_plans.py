@@ -18,7 +18,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import event, insert, text, update
 
-from taskapi.models import Task, TaskList
+from taskapi.models import Task, TaskList, TaskTombstone
 from taskapi.models import User as UserRow
 from taskapi.services.positions import spread
 from tests.conftest import User
@@ -104,6 +104,7 @@ def test_tag_and_text_filters_have_their_own_index(
 # --- lists, manual order, subtasks and the changes feed ----------------------------------------
 
 LIST_TASKS, SUBTASKS, EXTRA_LISTS = 400, 300, 150
+NEIGHBOUR_TOMBSTONES = 3000
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,15 @@ def seeded(app: Flask, alice: User, is_postgres: bool) -> Seeded:
             update(UserRow).where(UserRow.id == owner)
             .values(change_seq=next(seq), task_count=len(rows))
         )  # fmt: skip
+        # Someone else's deletions: the tombstone table must not be so small (as when this
+        # test runs alone) that reading all of it beats its index, whatever ran before.
+        neighbour = uuid.uuid4()
+        connection.execute(insert(UserRow).values(
+            id=neighbour, email=f"neighbour-{neighbour.hex}@example.com", password_hash="x",
+            created_at=now, change_seq=NEIGHBOUR_TOMBSTONES))  # fmt: skip
+        connection.execute(insert(TaskTombstone), [
+            {"id": uuid.uuid4(), "kind": "task", "owner_id": neighbour, "deleted_at": now,
+             "change_seq": i + 1} for i in range(NEIGHBOUR_TOMBSTONES)])  # fmt: skip
     with engine_of(app).connect() as connection:
         connection.execute(text("ANALYZE tasks"))
         connection.execute(text("ANALYZE lists"))

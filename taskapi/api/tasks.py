@@ -92,7 +92,7 @@ def written_fields(body: TaskWrite) -> dict[str, Any]:
     return body.model_dump(exclude=set(SERVER_SET_FIELDS) | unsent)
 
 
-def task_json(task: Task) -> dict[str, Any]:
+def task_json(task: Task | Row[Any]) -> dict[str, Any]:
     """The public JSON of a task, as the declared model serializes it (kept for replays)."""
     return task_document(task)
 
@@ -125,6 +125,14 @@ def if_match() -> service.Precondition:
     return service.Precondition(versions=frozenset(versions))
 
 
+def _inbox_and_caller(
+    db: DbSession, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime, _args: dict[str, Any]
+) -> tuple[SessionCheck, Any]:
+    """``POST /tasks``'s folded read: the session check and where a new task goes by default
+    (the inbox and its first position), so that the create is one more statement."""
+    return service.inbox_place_checking_session(db, session_id=session_id, user_id=user_id, now=now)
+
+
 @bp.post("")
 @operation(
     "Create a task",
@@ -134,6 +142,7 @@ def if_match() -> service.Precondition:
     ok=(201, TaskPublic),
     errors={409: ("idempotency_conflict", "quota_exceeded")},
     headers={"Idempotency-Key": IDEMPOTENCY_DOC},
+    folded_read=_inbox_and_caller,
     response_headers={
         "Location": "The task's absolute URL",
         **ETAG_DOC,
@@ -148,6 +157,7 @@ def if_match() -> service.Precondition:
 )
 def create_task(body: TaskWrite) -> Reply:
     """Create a task; ``Idempotency-Key`` makes retries safe."""
+    inbox = folded_data()
     created = service.create_task(
         db_session(),
         user_id=principal().user_id,
@@ -156,6 +166,7 @@ def create_task(body: TaskWrite) -> Reply:
         render=task_json,
         max_tasks=settings().max_tasks_per_user,
         idempotency_key=idempotency_key(),
+        inbox=None if inbox is NOT_FOLDED else inbox,
     )
     extra = {"Idempotent-Replayed": "true"} if created.replayed else {}
     # Absolute, like Link: both are built from the request's checked host and scheme.

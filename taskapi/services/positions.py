@@ -23,6 +23,11 @@ def spread(count: int, after: str | None = None) -> list[str]:
     return [str(key) for key in generate_n_keys_between(after, None, count)]
 
 
+def before(first: str | None) -> str:
+    """The key of an item put first, before ``first`` (None: the scope is empty)."""
+    return str(generate_key_between(None, first))
+
+
 def place(
     db: DbSession,
     model: Any,
@@ -49,7 +54,7 @@ def _between_neighbours(
     """A key between ``after`` and its successor, or None when the two keys are equal."""
     query = select(model.position).where(*scope).order_by(model.position, model.id).limit(1)
     if after is None:
-        return str(generate_key_between(None, db.scalar(query)))
+        return before(db.scalar(query))
     successor = db.scalar(
         query.where(tuple_(model.position, model.id) > tuple_(after.position, after.id))
     )

@@ -4,17 +4,18 @@ owner in one place."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, delete, literal, null, select, update
+from sqlalchemy import Row, and_, bindparam, case, delete, insert, literal, null, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from taskapi.db import UTCDateTime, one_statement_write, write, writes_in_one_statement
 from taskapi.errors import InvalidInput, NotFound, PreconditionFailed
-from taskapi.models import Task, User
+from taskapi.models import Task, TaskList, User
 from taskapi.schemas.tasks import PRIORITIES, ROW_COLUMNS
 from taskapi.services import journal, positions, recurrence
 from taskapi.services.auth import LIVE_SESSION, SessionCheck, session_is_live
@@ -169,12 +170,25 @@ def create_task(
     user_id: uuid.UUID,
     fields: dict[str, Any],
     now: datetime,
-    render: Callable[[Task], dict[str, Any]],
+    render: Callable[[Task | Row[Any]], dict[str, Any]],
     max_tasks: int,
     idempotency_key: str | None = None,
+    inbox: InboxPlace | None = None,
 ) -> Created:
     """Create a task, first in its list (or under its parent); a repeated idempotency key
-    replays the first answer."""
+    replays the first answer.
+
+    The common create (in the inbox, not recurring, no idempotency key) is one statement on
+    PostgreSQL, given where it goes (``inbox``, read with the session check, or read here);
+    a refusal (the quota) takes the general path, which says why.
+    """
+    if idempotency_key is None and writes_in_one_statement(db) and _is_plain_create(fields):
+        place = inbox or inbox_place(db, user_id=user_id)
+        row = None if place is None else _insert_plain(
+            db, user_id=user_id, fields=fields, now=now, place=place, max_tasks=max_tasks
+        )  # fmt: skip
+        if row is not None:
+            return Created(body=render(row), replayed=False)
 
     def make() -> dict[str, Any]:
         seq = journal.next_change_seq(db, user_id, added=1, max_tasks=max_tasks)
@@ -188,6 +202,54 @@ def create_task(
         now=now,
         make=make,
     )
+
+
+def _is_plain_create(fields: dict[str, Any]) -> bool:
+    """A create that needs no reads but the inbox's first position: top level of the inbox,
+    no recurrence (nor a zone to check)."""
+    return all(fields.get(name) is None for name in ("list_id", "parent_id", "recurrence",
+                                                     "timezone"))  # fmt: skip
+
+
+def _insert_plain(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    fields: dict[str, Any],
+    now: datetime,
+    place: InboxPlace,
+    max_tasks: int,
+) -> Row[Any] | None:
+    """Insert a task first in the inbox, in one statement that takes the owner's row, a
+    change number and a unit of the quota first (see ``journal.next_change_seq``); the new
+    row, or None at the quota, when the account is gone, or when the inbox needs its keys
+    renumbered first (the general path does that)."""
+    position = positions.before(place.first_position)
+    if len(position) > positions.MAX_KEY:
+        return None
+    owner = (
+        update(User)
+        .where(User.id == user_id, User.task_count + 1 <= max_tasks)
+        .values(change_seq=User.change_seq + 1, task_count=User.task_count + 1)
+        .returning(User.change_seq)
+        .cte("owner")
+    )
+    completed = bool(fields.get("completed", False))
+    values = {
+        "id": uuid.uuid4(), "owner_id": user_id, "title": fields["title"],
+        "notes": fields.get("notes", ""), "completed": completed,
+        "completed_at": now if completed else None, "due_at": fields.get("due_at"),
+        "priority": PRIORITIES.index(fields.get("priority", "none")),
+        "tags": list(fields.get("tags", [])), "created_at": now, "updated_at": now,
+        "version": 1, "list_id": place.list_id, "parent_id": None,
+        "position": position, "recurrence": None,
+        "timezone": None, "next_occurrence_id": None,
+    }  # fmt: skip
+    table = Task.__table__
+    chosen = select(*(literal(value, table.c[name].type) for name, value in values.items()),
+                    owner.c.change_seq)  # fmt: skip
+    statement = insert(Task).from_select([*values, "change_seq"], chosen).returning(*COLUMNS)
+    return one_statement_write(db, statement).first()
 
 
 def _new_task(
@@ -234,16 +296,48 @@ def get_task_checking_session(
     now: datetime,
 ) -> tuple[SessionCheck, Any]:
     """The session check and one of the user's tasks (a row, or None), in one statement:
-    ``GET /tasks/<id>`` costs one round trip to the database. A session that is not live
-    is looked at again by ``session_is_live``, which tells a disabled account apart."""
-    params = {"sid": session_id, "uid": user_id, "now": now, "tid": task_id}
-    found = db.execute(_TASK_WITH_CALLER, params).first()
-    if found is None:
-        return session_is_live(db, session_id=session_id, user_id=user_id, now=now), None
-    verified, *task = found
-    return SessionCheck(live=True, email_verified=bool(verified)), (
-        None if task[0] is None else tuple(task)
+    ``GET /tasks/<id>`` costs one round trip to the database."""
+    check, found = _checking_session(
+        db, _TASK_WITH_CALLER, {"tid": task_id}, session_id=session_id, user_id=user_id, now=now
     )
+    return check, None if found is None or found[1] is None else tuple(found[1:])
+
+
+def inbox_place_checking_session(
+    db: DbSession, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+) -> tuple[SessionCheck, InboxPlace | None]:
+    """The session check and where a new task goes by default (``POST /tasks``), together."""
+    check, found = _checking_session(
+        db, _INBOX_WITH_CALLER, {}, session_id=session_id, user_id=user_id, now=now
+    )
+    return check, None if found is None or found[1] is None else InboxPlace(found[1], found[2])
+
+
+def _checking_session(
+    db: DbSession,
+    statement: Any,
+    params: dict[str, Any],
+    *,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    now: datetime,
+) -> tuple[SessionCheck, Sequence[Any] | None]:
+    """Run a statement that selects from the live session (``_CALLER``) first: one row when
+    the session is live. A session that is not live is looked at again by
+    ``session_is_live``, which tells a disabled account apart."""
+    found = db.execute(statement, {"sid": session_id, "uid": user_id, "now": now, **params})
+    row = found.first()
+    if row is None:
+        return session_is_live(db, session_id=session_id, user_id=user_id, now=now), None
+    return SessionCheck(live=True, email_verified=bool(row[0])), row
+
+
+@dataclass(frozen=True)
+class InboxPlace:
+    """Where a new task goes by default: the inbox, and the position now first in it."""
+
+    list_id: uuid.UUID
+    first_position: str | None
 
 
 _CALLER = LIVE_SESSION.subquery("caller")
@@ -252,6 +346,25 @@ _TASK_WITH_CALLER = select(_CALLER.c.email_verified, *COLUMNS).select_from(
         Task.__table__, and_(Task.id == bindparam("tid"), Task.owner_id == bindparam("uid"))
     )
 )
+_FIRST_POSITION = (
+    select(Task.position)
+    .where(Task.list_id == TaskList.id, Task.parent_id.is_(None))
+    .order_by(Task.position, Task.id)
+    .limit(1)
+    .correlate(TaskList)
+    .scalar_subquery()
+)
+_INBOX = (TaskList.owner_id == bindparam("uid"), TaskList.inbox.is_(True))
+_INBOX_WITH_CALLER = select(_CALLER.c.email_verified, TaskList.id, _FIRST_POSITION).select_from(
+    _CALLER.outerjoin(TaskList.__table__, and_(*_INBOX))
+)
+_INBOX_PLACE = select(TaskList.id, _FIRST_POSITION).where(*_INBOX)
+
+
+def inbox_place(db: DbSession, *, user_id: uuid.UUID) -> InboxPlace | None:
+    """Where a new task goes by default, for a caller whose check read nothing."""
+    found = db.execute(_INBOX_PLACE, {"uid": user_id}).first()
+    return None if found is None else InboxPlace(found[0], found[1])
 
 
 def update_task(
