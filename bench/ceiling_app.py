@@ -64,7 +64,9 @@ def bearer_claims(secret: str) -> dict[str, Any] | None:
 def create_ceiling_app(settings: Settings) -> Flask:
     """One route: decode the JWT, ``session.get(Task, id)``, answer the row as JSON."""
     app = Flask(__name__)
-    sessions = sessionmaker(bind=make_engine(settings.sqlalchemy_url), expire_on_commit=False)
+    engine = make_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size,
+                         max_overflow=settings.db_max_overflow)  # fmt: skip
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
 
     @app.get("/api/v1/tasks/<task_id>")
     def get_task(task_id: str) -> tuple[dict[str, Any], int]:

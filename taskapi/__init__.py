@@ -38,7 +38,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Checked while routing, before any view can echo the Host into a Link URL.
         app.config["TRUSTED_HOSTS"] = list(settings.allowed_hosts)
         app.wsgi_app = FoldHostCase(app.wsgi_app)  # type: ignore[method-assign]
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = make_engine(
+        settings.sqlalchemy_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
     counters = Counters(settings.redis_url)
     app.extensions["taskapi"] = AppState(
         settings=settings,

