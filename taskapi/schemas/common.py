@@ -60,7 +60,7 @@ def _aware(value: datetime) -> datetime:
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with six fractional digits and ``Z``."""
     if value.tzinfo is UTC:  # what the database gives back: the hot path's case
-        return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
     # isoformat, unlike strftime("%Y"), keeps four year digits for years before 1000.
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 

@@ -158,7 +158,8 @@ def session_is_live(
     verified. One primary-key lookup (joined to its user by primary key), not an ORM entity:
     it runs on every authenticated request. A failed check asks once more whether an operator
     disabled the account, so that its tokens answer ``account_disabled``."""
-    found = db.execute(LIVE_SESSION, {"sid": session_id, "uid": user_id, "now": now}).first()
+    params = {"sid": session_id, "uid": user_id, "now": now}
+    found = db.connection().execute(LIVE_SESSION, params).first()  # Core: no ORM machinery
     if found is not None:
         return SessionCheck(live=True, email_verified=bool(found[0]))
     disabled_at = db.scalar(select(User.disabled_at).where(User.id == user_id))

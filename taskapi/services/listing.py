@@ -233,7 +233,7 @@ def list_tasks(
         statement = _due_at_page(conditions, values, sort.startswith("-"), limit)
     else:
         statement = _plain_page(conditions, values, sort, limit)
-    rows = list(db.execute(statement))
+    rows = list(db.connection().execute(statement))  # Core rows: no ORM result machinery
     items, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more:

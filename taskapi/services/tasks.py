@@ -278,7 +278,7 @@ def get_task(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
 
 def get_task_row(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> tuple[Any, ...]:
     """One of the user's tasks, as a row of ``COLUMNS``."""
-    found = db.execute(_TASK_ROW, {"tid": task_id, "uid": user_id}).first()
+    found = db.connection().execute(_TASK_ROW, {"tid": task_id, "uid": user_id}).first()
     if found is None:
         raise NotFound()
     return tuple(found)
@@ -325,8 +325,8 @@ def _checking_session(
     """Run a statement that selects from the live session (``_CALLER``) first: one row when
     the session is live. A session that is not live is looked at again by
     ``session_is_live``, which tells a disabled account apart."""
-    found = db.execute(statement, {"sid": session_id, "uid": user_id, "now": now, **params})
-    row = found.first()
+    params = {"sid": session_id, "uid": user_id, "now": now, **params}
+    row = db.connection().execute(statement, params).first()
     if row is None:
         return session_is_live(db, session_id=session_id, user_id=user_id, now=now), None
     return SessionCheck(live=True, email_verified=bool(row[0])), row
@@ -363,7 +363,7 @@ _INBOX_PLACE = select(TaskList.id, _FIRST_POSITION).where(*_INBOX)
 
 def inbox_place(db: DbSession, *, user_id: uuid.UUID) -> InboxPlace | None:
     """Where a new task goes by default, for a caller whose check read nothing."""
-    found = db.execute(_INBOX_PLACE, {"uid": user_id}).first()
+    found = db.connection().execute(_INBOX_PLACE, {"uid": user_id}).first()
     return None if found is None else InboxPlace(found[0], found[1])
 
 
