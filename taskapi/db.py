@@ -196,7 +196,9 @@ def writes_in_one_statement(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def one_statement_write(session: Session, statement: Executable) -> Result[Any]:
+def one_statement_write(
+    session: Session, statement: Executable, params: dict[str, Any] | None = None
+) -> Result[Any]:
     """A unit of work that is one statement (its CTEs included): atomic by itself.
 
     On PostgreSQL (``writes_in_one_statement``) it runs in autocommit, so a write costs one
@@ -206,9 +208,9 @@ def one_statement_write(session: Session, statement: Executable) -> Result[Any]:
     session.info[WROTE] = True
     if _writing(session) or not writes_in_one_statement(session):
         with write(session):
-            return session.execute(statement)
+            return session.execute(statement, params)
     # Outside write() a PostgreSQL session's connection is in autocommit (reads_in_autocommit).
-    return session.connection().execute(statement)
+    return session.connection().execute(statement, params)
 
 
 def session_has_written(session: Session) -> bool:

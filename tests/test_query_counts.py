@@ -108,6 +108,14 @@ def sent_statements(app: Flask) -> Iterator[list[tuple[str, Any, bool]]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
+def _owner_sets(statement: str) -> list[str]:
+    """The columns the statement's owner CTE writes (SQLAlchemy would add a SET for every
+    execution parameter named like a users column: the statements' parameters never are)."""
+    found = re.search(r"UPDATE users SET (.*?) WHERE", statement, re.DOTALL)
+    assert found is not None, statement
+    return re.findall(r"(\w+)=", found.group(1))
+
+
 def test_a_plain_patch_is_one_statement_on_postgresql(
     app: Flask, alice: User, database_url: str
 ) -> None:
@@ -124,6 +132,7 @@ def test_a_plain_patch_is_one_statement_on_postgresql(
     assert [(statement.split()[0], autocommit) for statement, _, autocommit in sent] == [
         ("SELECT", True), ("WITH", True)], sent  # fmt: skip
     statement, params, _ = sent[1]
+    assert _owner_sets(statement) == ["change_seq"]
     with engine_of(app).connect() as connection:
         plan = "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement,
                                                                       params))  # fmt: skip
@@ -163,6 +172,7 @@ def test_a_plain_create_is_two_statements_on_postgresql(
     assert [(statement.split()[0], autocommit) for statement, _, autocommit in sent] == [
         ("SELECT", True), ("WITH", True)], sent  # fmt: skip
     assert "sessions" in sent[0][0] and "lists" in sent[0][0]
+    assert _owner_sets(sent[1][0]) == ["change_seq", "task_count"]
     assert answer.json["position"] < older["position"]
     inbox = alice.request("GET", f"/api/v1/lists/{older['list_id']}/tasks").json["items"]
     assert [task["title"] for task in inbox] == ["new", "older"]

@@ -7,13 +7,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, delete, insert, literal, null, select, update
+from sqlalchemy import Row, and_, bindparam, case, delete, insert, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from taskapi.db import UTCDateTime, one_statement_write, write, writes_in_one_statement
+from taskapi.db import one_statement_write, write, writes_in_one_statement
 from taskapi.errors import InvalidInput, NotFound, PreconditionFailed
 from taskapi.models import Task, TaskList, User
 from taskapi.schemas.tasks import PRIORITIES, ROW_COLUMNS
@@ -32,6 +33,15 @@ UNSET: Any = object()  # "not sent", as opposed to None ("top level")
 # What reads answer from: rows of these columns, not entities (nothing read is changed, and
 # an ORM entity costs more to load than its query; see bench/README.md).
 COLUMNS = tuple(Task.__table__.columns[name] for name in ROW_COLUMNS)
+
+
+def _param(column: str, name: str | None = None) -> Any:
+    """A bound parameter typed as the tasks column it is written to, named ``v_<column>``.
+
+    Never a column's own name: SQLAlchemy turns an execution parameter named like a column
+    of an UPDATE's table (the owner's, in a CTE, too) into one more ``SET`` of that column.
+    """
+    return bindparam(f"v_{name or column}", type_=Task.__table__.c[column].type)
 
 
 def owned_task(
@@ -227,13 +237,6 @@ def _insert_plain(
     position = positions.before(place.first_position)
     if len(position) > positions.MAX_KEY:
         return None
-    owner = (
-        update(User)
-        .where(User.id == user_id, User.task_count + 1 <= max_tasks)
-        .values(change_seq=User.change_seq + 1, task_count=User.task_count + 1)
-        .returning(User.change_seq)
-        .cte("owner")
-    )
     completed = bool(fields.get("completed", False))
     values = {
         "id": uuid.uuid4(), "owner_id": user_id, "title": fields["title"],
@@ -245,11 +248,27 @@ def _insert_plain(
         "position": position, "recurrence": None,
         "timezone": None, "next_occurrence_id": None,
     }  # fmt: skip
-    table = Task.__table__
-    chosen = select(*(literal(value, table.c[name].type) for name, value in values.items()),
-                    owner.c.change_seq)  # fmt: skip
-    statement = insert(Task).from_select([*values, "change_seq"], chosen).returning(*COLUMNS)
-    return one_statement_write(db, statement).first()
+    params = {f"v_{name}": value for name, value in values.items()}
+    params.update(uid=user_id, max_tasks=max_tasks)
+    return one_statement_write(db, _PLAIN_INSERT, params).first()
+
+
+_INSERTED = tuple(name for name in ROW_COLUMNS if name != "change_seq")
+_OWNER_ADDING = (
+    update(User)
+    .where(User.id == bindparam("uid"), User.task_count + 1 <= bindparam("max_tasks"))
+    .values(change_seq=User.change_seq + 1, task_count=User.task_count + 1)
+    .returning(User.change_seq)
+    .cte("owner")
+)
+_PLAIN_INSERT = (
+    insert(Task)
+    .from_select(
+        [*_INSERTED, "change_seq"],
+        select(*(_param(name) for name in _INSERTED), _OWNER_ADDING.c.change_seq),
+    )
+    .returning(*COLUMNS)
+)
 
 
 def _new_task(
@@ -435,37 +454,50 @@ def _update_plain_fields(
     """Write plain fields of a task that does not recur, in one statement that also takes the
     owner's row first and its change number (see ``journal.next_change_seq``); the new row,
     or None when no task matched (the change number it took is simply skipped)."""
+    params: dict[str, Any] = {f"v_{name}": value for name, value in fields.items()}
+    params.update(uid=user_id, tid=task_id, v_now=now)
+    if "priority" in fields:
+        params["v_priority"] = PRIORITIES.index(fields["priority"])
+    if "completed" in fields:
+        params["v_since"] = now if fields["completed"] else None
+    if versions is not None:
+        params["versions"] = sorted(versions)
+    statement = _plain_update(frozenset(fields), versions is not None)
+    return one_statement_write(db, statement, params).first()
+
+
+@lru_cache(maxsize=256)  # one per set of fields sent (at most 2^6, times with If-Match or not)
+def _plain_update(names: frozenset[str], versioned: bool) -> Any:
+    """``_update_plain_fields``'s statement for these fields, built once, with parameters."""
     owner = (
         update(User)
-        .where(User.id == user_id)
+        .where(User.id == bindparam("uid"))
         .values(change_seq=User.change_seq + 1)
         .returning(User.change_seq)
         .cte("owner")
     )
-    values: dict[str, Any] = dict(fields)
-    if "priority" in values:
-        values["priority"] = PRIORITIES.index(values["priority"])
-    if "completed" in values:  # completed_at moves only when completed does
-        since = literal(now, UTCDateTime()) if values["completed"] else null()
+    values: dict[str, Any] = {name: _param(name) for name in names}
+    if "completed" in names:  # completed_at moves only when completed does
         values["completed_at"] = case(
-            (Task.completed == values["completed"], Task.completed_at), else_=since
+            (Task.completed == _param("completed"), Task.completed_at),
+            else_=_param("completed_at", "since"),
         )
     seq = select(owner.c.change_seq).scalar_subquery()
     # In the WHERE clause, the owner's update runs first (a one-time filter), before any task
     # row is locked: one lock order with every other write and with account deletion. An
     # account deleted meanwhile leaves no owner row, and the task is not written.
     statement = update(Task).where(
-        seq.is_not(None), Task.id == task_id, Task.owner_id == user_id, Task.recurrence.is_(None)
+        seq.is_not(None),
+        Task.id == bindparam("tid"),
+        Task.owner_id == bindparam("uid"),
+        Task.recurrence.is_(None),
     )
-    if versions is not None:
-        statement = statement.where(Task.version.in_(sorted(versions)))
-    statement = statement.values(
-        **values,
-        updated_at=now,
-        version=Task.version + 1,
+    if versioned:
+        statement = statement.where(Task.version.in_(bindparam("versions", expanding=True)))
+    return statement.values(
+        **values, updated_at=_param("updated_at", "now"), version=Task.version + 1,
         change_seq=seq,
-    ).returning(*COLUMNS)
-    return one_statement_write(db, statement).first()
+    ).returning(*COLUMNS)  # fmt: skip
 
 
 def _complete(
