@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, request, url_for
 from werkzeug.routing import BaseConverter
 
-from taskapi.api.deps import NOT_FOLDED, db_session, folded_data, settings, token_key
+from taskapi.api.deps import CALLER_CHECKS, NOT_FOLDED, db_session, folded_data, settings, token_key
 from taskapi.api.operation import PATCH_TYPES, Reply, operation, page_reply
-from taskapi.api.parsing import id_or_none, parse_id
+from taskapi.api.parsing import id_or_none, parse_id, parse_query
 from taskapi.db import utcnow
-from taskapi.errors import NotFound, validation_error
+from taskapi.errors import ApiError, DomainError, InvalidInput, NotFound, validation_error
 from taskapi.schemas.lists import TaskMoveBody
 from taskapi.schemas.tasks import (
     ROW_COLUMNS,
@@ -174,6 +174,44 @@ def create_task(body: TaskWrite) -> Reply:
     return _task_reply(created.body, 201, Location=location, **extra)
 
 
+def _filters(query: TaskListQuery, list_id: uuid.UUID | None = None) -> listing.TaskFilters:
+    """What a listing's query restricts it to."""
+    return listing.TaskFilters(
+        completed=query.completed,
+        priority=query.priority,
+        tag=query.tag,
+        q=query.q,
+        due_before=query.due_before,
+        due_after=query.due_after,
+        list_id=list_id or query.list_id,
+        parent_id=query.parent_id,
+    )
+
+
+def _page_and_caller(
+    db: DbSession, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime, _args: dict[str, Any]
+) -> tuple[SessionCheck, Any]:
+    """``GET /tasks``'s folded read: the session check and the page, in one statement.
+
+    Only a listing with nothing to look up first (no list_id or parent_id) is folded, and
+    only a valid one: a query or cursor that would be refused is read the usual way, so the
+    refusal comes from the view, after the guard and the limiter, as the contract ranks it.
+    """
+    try:
+        query = parse_query(TaskListQuery)
+        assert isinstance(query, TaskListQuery)
+        filters = _filters(query)
+        if filters.list_id is not None or filters.parent_id is not None:
+            raise InvalidInput("list_id", "looked up first")
+        return listing.list_tasks_checking_session(
+            db, session_id=session_id, user_id=user_id, now=now, filters=filters,
+            sort=query.sort or listing.default_sort(filters), limit=query.limit,
+            cursor=query.cursor, key=token_key(),
+        )  # fmt: skip
+    except (ApiError, DomainError):
+        return CALLER_CHECKS.session(session_id, user_id), None
+
+
 @bp.get("")
 @operation(
     "List tasks",
@@ -186,6 +224,7 @@ def create_task(body: TaskWrite) -> Reply:
             "query with the next cursor)"
         )
     },
+    folded_read=_page_and_caller,
     description=(
         "Keyset pagination: every page costs the same, and a task created or deleted between "
         "pages neither repeats nor skips another. next_cursor is null exactly when no task "
@@ -194,21 +233,15 @@ def create_task(body: TaskWrite) -> Reply:
 )
 def list_tasks(query: TaskListQuery) -> Reply:
     """One page of the user's tasks, keyset-paginated, with a ``Link`` to the next."""
+    page = folded_data()
+    if isinstance(page, listing.TaskPageResult):  # read by the session check, same query
+        return page_reply(page.items, page.next_cursor)
     return task_page(query)
 
 
 def task_page(query: TaskListQuery, list_id: uuid.UUID | None = None) -> Reply:
     """A page of tasks for ``GET /tasks`` and ``GET /lists/<id>/tasks``."""
-    filters = listing.TaskFilters(
-        completed=query.completed,
-        priority=query.priority,
-        tag=query.tag,
-        q=query.q,
-        due_before=query.due_before,
-        due_after=query.due_after,
-        list_id=list_id or query.list_id,
-        parent_id=query.parent_id,
-    )
+    filters = _filters(query, list_id)
     page = listing.list_tasks(
         db_session(),
         user_id=principal().user_id,

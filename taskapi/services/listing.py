@@ -15,6 +15,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     tuple_,
     type_coerce,
     union_all,
@@ -24,10 +25,11 @@ from sqlalchemy.orm import Session as DbSession
 
 from taskapi.errors import BadToken, InvalidInput
 from taskapi.models import Task
-from taskapi.schemas.tasks import PRIORITIES
+from taskapi.schemas.tasks import PRIORITIES, ROW_COLUMNS
+from taskapi.services.auth import SessionCheck
 from taskapi.services.cursors import open_token, seal
 from taskapi.services.lists import owned_list
-from taskapi.services.tasks import COLUMNS, owned_task
+from taskapi.services.tasks import CALLER, COLUMNS, checking_session_rows, owned_task
 
 CURSOR_PURPOSE = "tasks-cursor"
 
@@ -112,14 +114,18 @@ def _direction(descending: bool) -> Any:
     return (lambda column: column.desc()) if descending else (lambda column: column.asc())
 
 
-def _key_of(task: Any, sort: str) -> list[Any]:
-    """The values of the sort key for one task, as stored in a cursor."""
+def _key_of(row: Any, sort: str) -> list[Any]:
+    """The values of the sort key for one row (of ``ROW_COLUMNS``), as stored in a cursor."""
     name = sort.lstrip("-")
+    task_id = str(row[_ID])
     if name == "due_at":
-        due = task.due_at.isoformat() if task.due_at else None
-        return [1 if due is None else 0, due, str(task.id)]
-    value = getattr(task, name)
-    return [value.isoformat() if isinstance(value, datetime) else value, str(task.id)]
+        due = row[_DUE_AT].isoformat() if row[_DUE_AT] else None
+        return [1 if due is None else 0, due, task_id]
+    value = row[ROW_COLUMNS.index(name)]
+    return [value.isoformat() if isinstance(value, datetime) else value, task_id]
+
+
+_ID, _DUE_AT = ROW_COLUMNS.index("id"), ROW_COLUMNS.index("due_at")
 
 
 def _decode_key(values: list[Any], sort: str) -> list[Any]:
@@ -225,15 +231,90 @@ def list_tasks(
 ) -> TaskPageResult:
     """One page of the user's tasks, in keyset order; costs the same on any page."""
     _check_owned(db, user_id=user_id, filters=filters)
+    statement = _page_statement(
+        db, user_id=user_id, filters=filters, sort=sort, limit=limit, cursor=cursor, key=key
+    )
+    rows = list(db.connection().execute(statement))  # Core rows: no ORM result machinery
+    return _page_of(rows, user_id=user_id, filters=filters, sort=sort, limit=limit, key=key)
+
+
+def list_tasks_checking_session(
+    db: DbSession,
+    *,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    now: datetime,
+    filters: TaskFilters,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    key: bytes,
+) -> tuple[SessionCheck, TaskPageResult | None]:
+    """The session check and a page, in one statement (``GET /tasks``): the page joined to
+    the live session, so no row comes back when the session is not live. Only for
+    listings with nothing to look up first (no list or parent: ``list_tasks`` checks
+    those are the user's)."""
+    if filters.list_id is not None or filters.parent_id is not None:
+        raise ValueError("a list's or a parent's page is checked first: use list_tasks")
+    page = _page_statement(
+        db, user_id=user_id, filters=filters, sort=sort, limit=limit, cursor=cursor, key=key
+    ).subquery("page")
+    # The page is re-ordered outside: a join does not promise to keep a subquery's order.
+    statement = (
+        select(CALLER.c.email_verified, *page.c)
+        .select_from(CALLER.outerjoin(page, true()))
+        .order_by(*_outer_order(page, sort))
+    )
+    check, rows = checking_session_rows(
+        db, statement, {}, session_id=session_id, user_id=user_id, now=now
+    )
+    if rows is None:
+        return check, None
+    items = [row[1:] for row in rows if row[1] is not None]
+    return check, _page_of(items, user_id=user_id, filters=filters, sort=sort, limit=limit,
+                           key=key)  # fmt: skip
+
+
+def _outer_order(page: Any, sort: str) -> list[Any]:
+    """The page's own order, on the columns of its subquery."""
+    name, order = sort.lstrip("-"), _direction(sort.startswith("-"))
+    if name == "due_at":
+        undated_last = case((page.c.due_at.is_(None), 1), else_=0)
+        return [undated_last, order(page.c.due_at), order(page.c.id)]
+    return [order(page.c[name]), order(page.c.id)]
+
+
+def _page_statement(
+    db: DbSession,
+    *,
+    user_id: uuid.UUID,
+    filters: TaskFilters,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    key: bytes,
+) -> Any:
+    """The page's query (``limit`` + 1 rows, to know whether more follow); 400 for a sort
+    by position outside a list, or a cursor that is not this listing's."""
     if sort.lstrip("-") == "position" and filters.list_id is None and filters.parent_id is None:
         raise InvalidInput("sort", "position orders a list's tasks: send list_id or parent_id")
     conditions = [Task.owner_id == user_id, *_where(filters, db.get_bind().dialect.name)]
     values = _cursor_values(cursor, filters=filters, sort=sort, key=key, user_id=user_id)
     if sort.lstrip("-") == "due_at":
-        statement = _due_at_page(conditions, values, sort.startswith("-"), limit)
-    else:
-        statement = _plain_page(conditions, values, sort, limit)
-    rows = list(db.connection().execute(statement))  # Core rows: no ORM result machinery
+        return _due_at_page(conditions, values, sort.startswith("-"), limit)
+    return _plain_page(conditions, values, sort, limit)
+
+
+def _page_of(
+    rows: list[Any],
+    *,
+    user_id: uuid.UUID,
+    filters: TaskFilters,
+    sort: str,
+    limit: int,
+    key: bytes,
+) -> TaskPageResult:
+    """The page's items and the cursor of the next page, when more rows followed."""
     items, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more:

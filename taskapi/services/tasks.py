@@ -341,14 +341,31 @@ def _checking_session(
     user_id: uuid.UUID,
     now: datetime,
 ) -> tuple[SessionCheck, Sequence[Any] | None]:
-    """Run a statement that selects from the live session (``_CALLER``) first: one row when
-    the session is live. A session that is not live is looked at again by
-    ``session_is_live``, which tells a disabled account apart."""
+    """``checking_session_rows`` of a statement that answers one row."""
+    check, rows = checking_session_rows(
+        db, statement, params, session_id=session_id, user_id=user_id, now=now
+    )
+    return check, None if rows is None else rows[0]
+
+
+def checking_session_rows(
+    db: DbSession,
+    statement: Any,
+    params: dict[str, Any],
+    *,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    now: datetime,
+) -> tuple[SessionCheck, list[Any] | None]:
+    """Run a statement that selects from the live session (``CALLER``) first, whose first
+    column is the caller's ``email_verified``: rows only when the session is live. A session
+    that is not live is looked at again by ``session_is_live``, which tells a disabled
+    account apart."""
     params = {"sid": session_id, "uid": user_id, "now": now, **params}
-    row = db.connection().execute(statement, params).first()
-    if row is None:
+    rows = list(db.connection().execute(statement, params))
+    if not rows:
         return session_is_live(db, session_id=session_id, user_id=user_id, now=now), None
-    return SessionCheck(live=True, email_verified=bool(row[0])), row
+    return SessionCheck(live=True, email_verified=bool(rows[0][0])), rows
 
 
 @dataclass(frozen=True)
@@ -359,9 +376,10 @@ class InboxPlace:
     first_position: str | None
 
 
-_CALLER = LIVE_SESSION.subquery("caller")
-_TASK_WITH_CALLER = select(_CALLER.c.email_verified, *COLUMNS).select_from(
-    _CALLER.outerjoin(
+# The live session as a subquery: a folded read selects from it first (no row: not live).
+CALLER = LIVE_SESSION.subquery("caller")
+_TASK_WITH_CALLER = select(CALLER.c.email_verified, *COLUMNS).select_from(
+    CALLER.outerjoin(
         Task.__table__, and_(Task.id == bindparam("tid"), Task.owner_id == bindparam("uid"))
     )
 )
@@ -374,8 +392,8 @@ _FIRST_POSITION = (
     .scalar_subquery()
 )
 _INBOX = (TaskList.owner_id == bindparam("uid"), TaskList.inbox.is_(True))
-_INBOX_WITH_CALLER = select(_CALLER.c.email_verified, TaskList.id, _FIRST_POSITION).select_from(
-    _CALLER.outerjoin(TaskList.__table__, and_(*_INBOX))
+_INBOX_WITH_CALLER = select(CALLER.c.email_verified, TaskList.id, _FIRST_POSITION).select_from(
+    CALLER.outerjoin(TaskList.__table__, and_(*_INBOX))
 )
 _INBOX_PLACE = select(TaskList.id, _FIRST_POSITION).where(*_INBOX)
 
