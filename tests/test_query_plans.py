@@ -316,3 +316,17 @@ def every_item(user: User, path: str) -> list[dict[str, Any]]:
         cursor = page["next_cursor"]
         if cursor is None:
             return items
+
+
+def test_the_planner_knows_a_tasks_list_and_parent_decide_its_owner(
+    app: Flask, is_postgres: bool
+) -> None:
+    """Migration 0007's dependency statistics, so a parent's or a list's page is not taken
+    for a few rows (the owner's condition counted twice) and sorted instead of range-read."""
+    if not is_postgres:
+        pytest.skip("extended statistics are PostgreSQL's")
+    with engine_of(app).connect() as connection:
+        kinds = connection.execute(
+            text("SELECT stxkind FROM pg_statistic_ext WHERE stxname = 'st_tasks_placement_owner'")
+        ).scalar()
+    assert kinds is not None and "f" in kinds
