@@ -217,9 +217,7 @@ def id_or_none(text: str) -> uuid.UUID | None:
 def parse_id(text: str) -> uuid.UUID:
     """A path id; one that is not a UUID in its canonical form is simply not found
     (Python's parser would also take braces, ``urn:uuid:`` and other scripts' digits)."""
-    if not CANONICAL_UUID.fullmatch(text):
+    found = id_or_none(text)
+    if found is None:
         raise not_found()
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise not_found() from None
+    return found

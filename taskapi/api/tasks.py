@@ -14,7 +14,7 @@ from taskapi.api.deps import CALLER_CHECKS, NOT_FOLDED, db_session, folded_data,
 from taskapi.api.operation import PATCH_TYPES, Reply, operation, page_reply
 from taskapi.api.parsing import id_or_none, parse_id, parse_query
 from taskapi.db import utcnow
-from taskapi.errors import ApiError, DomainError, InvalidInput, NotFound, validation_error
+from taskapi.errors import ApiError, DomainError, NotFound, validation_error
 from taskapi.schemas.lists import TaskMoveBody
 from taskapi.schemas.tasks import (
     ROW_COLUMNS,
@@ -202,7 +202,7 @@ def _page_and_caller(
         assert isinstance(query, TaskListQuery)
         filters = _filters(query)
         if filters.list_id is not None or filters.parent_id is not None:
-            raise InvalidInput("list_id", "looked up first")
+            return CALLER_CHECKS.session(session_id, user_id), None
         return listing.list_tasks_checking_session(
             db, session_id=session_id, user_id=user_id, now=now, filters=filters,
             sort=query.sort or listing.default_sort(filters), limit=query.limit,
