@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=["get", "list", "create", "patch", "delete"])
     parser.add_argument("--sort", default="tottime", help="cProfile sort key")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--callers", help="with --profile: who calls the functions matching this")
     args = parser.parse_args()
     redis.Redis.from_url(args.redis).flushdb()
     with TemporaryDirectory() as folder, scratch_database(args.postgres) as url:
@@ -190,6 +191,8 @@ def main() -> None:
             profiler.runcall(timed, calls[args.profile], args.count * 3)
             stats = pstats.Stats(profiler)
             stats.sort_stats(args.sort).print_stats(args.top)
+            if args.callers:
+                stats.print_callers(args.callers)
         app.extensions["taskapi"].engine.dispose()
     redis.Redis.from_url(args.redis).flushdb()
 

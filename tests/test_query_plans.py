@@ -86,7 +86,7 @@ def test_tag_and_text_filters_have_their_own_index(
         pytest.skip("query plans are checked on PostgreSQL")
     alice.create_task(title="buy milk", tags=["home"])
     statement, parameters = _captured(app, alice, {"limit": "10", **query})[0]
-    owner_free = statement.replace("tasks.owner_id = %(owner_id_1)s::UUID AND ", "")
+    owner_free = statement.replace("tasks.owner_id = %(p_owner)s::UUID AND ", "")
     assert owner_free != statement, statement
     # Top-level tasks only (the default): any index on top-level tasks could serve that part.
     top_level = owner_free.replace("tasks.parent_id IS NULL AND ", "")

@@ -194,6 +194,7 @@ def filterable(alice: User, bob: User) -> dict[str, str]:
         "plain": {"title": "snakeXcase", "due_at": "2026-06-01T00:00:00Z", "tags": ["Work"]},
         "notes": {"title": "x", "notes": "Call MOM about it", "due_at": "2026-07-01T00:00:00Z"},
         "unicode": {"title": "Caf\u00e9 Cr\u00e8me", "notes": "\u00c5ngstr\u00f6m"},
+        "slash": {"title": "either/or"},  # "/" is the LIKE escape character
     }
     named = {name: alice.create_task(**fields)["id"] for name, fields in specs.items()}
     for fields in specs.values():
@@ -203,10 +204,11 @@ def filterable(alice: User, bob: User) -> dict[str, str]:
 
 FILTERS = [
     pytest.param({"completed": "true"}, {"done"}, id="completed-true"),
-    pytest.param({"completed": "false"}, {"percent", "zeros", "under", "plain", "notes", "unicode"},
+    pytest.param({"completed": "false"},
+                 {"percent", "zeros", "under", "plain", "notes", "unicode", "slash"},
                  id="completed-false"),
     pytest.param({"priority": "high"}, {"done"}, id="priority-high"),
-    pytest.param({"priority": "none"}, {"percent", "under", "plain", "notes", "unicode"},
+    pytest.param({"priority": "none"}, {"percent", "under", "plain", "notes", "unicode", "slash"},
                  id="priority-none"),
     pytest.param({"tag": "work"}, {"done"}, id="tag-exact-and-case"),
     pytest.param({"tag": "nothing"}, set(), id="tag-missing"),
@@ -219,6 +221,9 @@ FILTERS = [
     pytest.param({"q": "e_c"}, {"under"}, id="q-underscore-literal"),
     pytest.param({"q": "_"}, {"under"}, id="q-underscore-only"),
     pytest.param({"q": "\\"}, set(), id="q-backslash"),
+    pytest.param({"q": "r/o"}, {"slash"}, id="q-slash-literal"),
+    pytest.param({"q": "/"}, {"slash"}, id="q-slash-only"),
+    pytest.param({"q": "r/%"}, set(), id="q-slash-then-percent"),
     pytest.param({"due_before": "2026-05-31T00:00:00Z"}, {"under"}, id="due-before"),
     pytest.param({"due_after": "2026-06-02T00:00:00Z"}, {"notes"}, id="due-after"),
     pytest.param({"due_before": "2026-06-01T03:00:00+02:00"}, {"under", "plain"},

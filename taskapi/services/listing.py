@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
+    bindparam,
     case,
     exists,
     func,
@@ -23,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.sql.elements import BindParameter
 
 from taskapi.errors import BadToken, InvalidInput
 from taskapi.models import Task
@@ -62,52 +67,104 @@ class TaskFilters:
 class TaskPageResult:
     """One page of tasks and the cursor of the next, if any."""
 
-    items: list[Any]  # rows with the task's columns as attributes
+    items: Sequence[Any]  # rows of the task's columns
     next_cursor: str | None
 
 
-def _where(filters: TaskFilters, dialect: str) -> list[ColumnElement[bool]]:
-    """SQL conditions for the filters."""
+@dataclass(frozen=True)
+class _Shape:
+    """What decides a page statement's text: which filters are set (not their values), the
+    sort, where a cursor resumes, the dialect. Statements are built once per shape, with the
+    values as bound parameters: building one cost more than running it."""
+
+    dialect: str
+    sort: str
+    filters: frozenset[str]  # the names of the filters that are set
+    completed: bool | None  # IS true / IS false is part of the text
+    resume: int | None  # None: first page; else the number of cursor values (due_at: 0 or 1 first)
+    folded: bool  # joined to the live session (GET /tasks)
+
+
+def _where(shape: _Shape) -> list[ColumnElement[bool]]:
+    """SQL conditions for the filters, on the bound parameters ``_parameters`` fills."""
+    present = shape.filters
     conditions: list[ColumnElement[bool]] = [
-        Task.parent_id.is_(None)
-        if filters.parent_id is None
-        else Task.parent_id == filters.parent_id
+        Task.owner_id == bindparam("p_owner"),
+        Task.parent_id == bindparam("p_parent")
+        if "parent_id" in present
+        else Task.parent_id.is_(None),
     ]
-    if filters.list_id is not None:
-        conditions.append(Task.list_id == filters.list_id)
-    if filters.completed is not None:
-        conditions.append(Task.completed.is_(filters.completed))
-    if filters.priority is not None:
-        conditions.append(Task.priority == PRIORITIES.index(filters.priority))
-    if filters.tag is not None:
-        conditions.append(_has_tag(filters.tag, dialect))
-    if filters.q is not None:
-        conditions.append(_contains_text(filters.q, dialect))
-    if filters.due_before is not None:
-        conditions.append(Task.due_at < filters.due_before)
-    if filters.due_after is not None:
-        conditions.append(Task.due_at > filters.due_after)
+    if "list_id" in present:
+        conditions.append(Task.list_id == bindparam("p_list"))
+    if shape.completed is not None:
+        conditions.append(Task.completed.is_(shape.completed))
+    if "priority" in present:
+        conditions.append(Task.priority == bindparam("p_priority"))
+    if "tag" in present:
+        conditions.append(_has_tag(shape.dialect))
+    if "q" in present:
+        conditions.append(_contains_text(shape.dialect))
+    if "due_before" in present:
+        conditions.append(Task.due_at < bindparam("p_due_before"))
+    if "due_after" in present:
+        conditions.append(Task.due_at > bindparam("p_due_after"))
     return conditions
 
 
-def _contains_text(q: str, dialect: str) -> ColumnElement[bool]:
-    """Case-insensitive substring of title or notes; ``%`` and ``_`` are literal."""
+def _parameters(filters: TaskFilters, user_id: uuid.UUID, dialect: str) -> dict[str, Any]:
+    """The bound values of ``_where``'s conditions."""
+    values: dict[str, Any] = {"p_owner": user_id}
+    if filters.parent_id is not None:
+        values["p_parent"] = filters.parent_id
+    if filters.list_id is not None:
+        values["p_list"] = filters.list_id
+    if filters.priority is not None:
+        values["p_priority"] = PRIORITIES.index(filters.priority)
+    if filters.tag is not None:
+        values["p_tag"] = [filters.tag] if dialect == "postgresql" else filters.tag
+    if filters.q is not None:
+        needle = filters.q.casefold() if dialect == "sqlite" else filters.q
+        values["p_q"] = _escape_like(needle)
+    if filters.due_before is not None:
+        values["p_due_before"] = filters.due_before
+    if filters.due_after is not None:
+        values["p_due_after"] = filters.due_after
+    return values
+
+
+_LIKE_ESCAPE = "/"
+
+
+def _escape_like(text: str) -> str:
+    """``%`` and ``_`` (and the escape character itself) taken literally by LIKE."""
+    return (
+        text.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2)
+        .replace("%", _LIKE_ESCAPE + "%")
+        .replace("_", _LIKE_ESCAPE + "_")
+    )
+
+
+def _contains_text(dialect: str) -> ColumnElement[bool]:
+    """Case-insensitive substring of title or notes (``p_q``, escaped by ``_escape_like``)."""
+    needle: BindParameter[str] = bindparam("p_q")
     if dialect == "sqlite":  # casefold() is registered on every SQLite connection
-        needle = q.casefold()
         return or_(
-            func.casefold(Task.title).contains(needle, autoescape=True),
-            func.casefold(Task.notes).contains(needle, autoescape=True),
+            func.casefold(Task.title).contains(needle, escape=_LIKE_ESCAPE),
+            func.casefold(Task.notes).contains(needle, escape=_LIKE_ESCAPE),
         )
-    return or_(Task.title.icontains(q, autoescape=True), Task.notes.icontains(q, autoescape=True))
+    return or_(
+        Task.title.icontains(needle, escape=_LIKE_ESCAPE),
+        Task.notes.icontains(needle, escape=_LIKE_ESCAPE),
+    )
 
 
-def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
-    """Whether the task's JSON tag array holds ``tag`` exactly (on PostgreSQL, jsonb ``@>``
+def _has_tag(dialect: str) -> ColumnElement[bool]:
+    """Whether the task's JSON tag array holds ``p_tag`` exactly (on PostgreSQL, jsonb ``@>``
     served by the tags GIN index)."""
     if dialect == "postgresql":
-        return type_coerce(Task.tags, JSONB).contains([tag])
+        return type_coerce(Task.tags, JSONB).contains(bindparam("p_tag", type_=JSONB))
     each = func.json_each(Task.tags).table_valued("value")
-    return exists(select(1).select_from(each).where(each.c.value == tag))
+    return exists(select(1).select_from(each).where(each.c.value == bindparam("p_tag")))
 
 
 def _direction(descending: bool) -> Any:
@@ -141,10 +198,12 @@ def _decode_key(values: list[Any], sort: str) -> list[Any]:
     return decoded
 
 
-def _after(columns: list[Any], values: list[Any], descending: bool) -> ColumnElement[bool]:
-    """Rows strictly after ``values``: one row-value comparison, an index range scan."""
+def _after(columns: list[Any], descending: bool) -> ColumnElement[bool]:
+    """Rows strictly after the cursor's values (bound as ``k0``, ``k1``, ...): one row-value
+    comparison, an index range scan."""
+    bound = [bindparam(f"k{i}", type_=column.type) for i, column in enumerate(columns)]
     left = columns[0] if len(columns) == 1 else tuple_(*columns)
-    right = values[0] if len(values) == 1 else tuple_(*values)
+    right = bound[0] if len(bound) == 1 else tuple_(*bound)
     return left < right if descending else left > right
 
 
@@ -167,43 +226,62 @@ def _cursor_values(
     return values
 
 
-def _plain_page(conditions: list[Any], values: list[Any] | None, sort: str, limit: int) -> Any:
+_LIMIT = bindparam("p_limit", type_=Integer)
+
+
+def _plain_page(shape: _Shape) -> Any:
     """One index range scan on (owner, sort column, id)."""
-    descending, order = sort.startswith("-"), _direction(sort.startswith("-"))
-    column = getattr(Task, sort.lstrip("-"))
-    statement = select(*COLUMNS).where(*conditions)
-    if values is not None:
-        statement = statement.where(_after([column, Task.id], values, descending))
-    return statement.order_by(order(column), order(Task.id)).limit(limit + 1)
+    descending, order = shape.sort.startswith("-"), _direction(shape.sort.startswith("-"))
+    column = getattr(Task, shape.sort.lstrip("-"))
+    statement = select(*COLUMNS).where(*_where(shape))
+    if shape.resume is not None:
+        statement = statement.where(_after([column, Task.id], descending))
+    return statement.order_by(order(column), order(Task.id)).limit(_LIMIT)
 
 
-def _due_at_page(
-    conditions: list[Any], values: list[Any] | None, descending: bool, limit: int
-) -> Any:
+def _due_at_page(shape: _Shape) -> Any:
     """Tasks with a due date, then (in both directions) those without: two range scans.
 
     A nulls-last sort expression would make both databases sort every task of the user;
-    two index scans under one UNION ALL stay as cheap as any other page.
+    two index scans under one UNION ALL stay as cheap as any other page. ``resume`` is the
+    cursor's first value: 0 within the dated tasks, 1 within the undated.
     """
+    descending = shape.sort.startswith("-")
     order = _direction(descending)
+    conditions = _where(shape)
     undated = [*conditions, Task.due_at.is_(None)]
     parts = []
-    if values is None or values[0] == 0:
+    if shape.resume != 1:
         dated = [*conditions, Task.due_at.is_not(None)]
-        if values is not None:
-            dated.append(_after([Task.due_at, Task.id], values[1:], descending))
+        if shape.resume == 0:
+            dated.append(_after([Task.due_at, Task.id], descending))
         parts.append(select(*COLUMNS).where(*dated).order_by(order(Task.due_at), order(Task.id)))
-    elif values is not None:
-        undated.append(_after([Task.id], values[2:], descending))
+    else:
+        undated.append(_after([Task.id], descending))
     parts.append(select(*COLUMNS).where(*undated).order_by(order(Task.id)))
     if len(parts) == 1:
-        return parts[0].limit(limit + 1)
-    union = union_all(*(part.limit(limit + 1).subquery().select() for part in parts)).subquery()
+        return parts[0].limit(_LIMIT)
+    union = union_all(*(part.limit(_LIMIT).subquery().select() for part in parts)).subquery()
     undated_last = case((union.c.due_at.is_(None), 1), else_=0)
     return (
-        select(union)
-        .order_by(undated_last, order(union.c.due_at), order(union.c.id))
-        .limit(limit + 1)
+        select(union).order_by(undated_last, order(union.c.due_at), order(union.c.id)).limit(_LIMIT)
+    )
+
+
+@lru_cache(maxsize=512)  # bounded: shapes are finite, but thousands
+def _statement(shape: _Shape) -> Any:
+    """The page's statement of a shape, built once; with ``folded``, joined to the live
+    session (``CALLER``) so that no row comes back when the session is not live."""
+    page = _due_at_page(shape) if shape.sort.lstrip("-") == "due_at" else _plain_page(shape)
+    if not shape.folded:
+        return page
+    # The page's columns by name (built once): proxying the subquery's columns (page.c) cost
+    # more per request than the round trip this saves. The page is re-ordered outside: a
+    # join does not promise to keep a subquery's order.
+    return (
+        select(CALLER.c.email_verified, *_PAGE_COLUMNS.values())
+        .select_from(CALLER.outerjoin(page.subquery("page"), true()))
+        .order_by(*_outer_order(shape.sort))
     )
 
 
@@ -232,10 +310,11 @@ def list_tasks(
 ) -> TaskPageResult:
     """One page of the user's tasks, in keyset order; costs the same on any page."""
     _check_owned(db, user_id=user_id, filters=filters)
-    statement = _page_statement(
-        db, user_id=user_id, filters=filters, sort=sort, limit=limit, cursor=cursor, key=key
-    )
-    rows = list(db.connection().execute(statement))  # Core rows: no ORM result machinery
+    statement, params = _page_statement(
+        db, user_id=user_id, filters=filters, sort=sort, limit=limit, cursor=cursor, key=key,
+        folded=False,
+    )  # fmt: skip
+    rows = db.connection().execute(statement, params).all()  # Core rows, fetched at once
     return _page_of(rows, user_id=user_id, filters=filters, sort=sort, limit=limit, key=key)
 
 
@@ -257,19 +336,12 @@ def list_tasks_checking_session(
     those are the user's)."""
     if filters.list_id is not None or filters.parent_id is not None:
         raise ValueError("a list's or a parent's page is checked first: use list_tasks")
-    page = _page_statement(
-        db, user_id=user_id, filters=filters, sort=sort, limit=limit, cursor=cursor, key=key
-    ).subquery("page")
-    # The page's columns by name (built once): proxying the subquery's columns (page.c) cost
-    # more per request than the round trip this saves. The page is re-ordered outside: a
-    # join does not promise to keep a subquery's order.
-    statement = (
-        select(CALLER.c.email_verified, *_PAGE_COLUMNS.values())
-        .select_from(CALLER.outerjoin(page, true()))
-        .order_by(*_outer_order(sort))
-    )
+    statement, params = _page_statement(
+        db, user_id=user_id, filters=filters, sort=sort, limit=limit, cursor=cursor, key=key,
+        folded=True,
+    )  # fmt: skip
     check, rows = checking_session_rows(
-        db, statement, {}, session_id=session_id, user_id=user_id, now=now
+        db, statement, params, session_id=session_id, user_id=user_id, now=now
     )
     if rows is None:
         return check, None
@@ -302,20 +374,41 @@ def _page_statement(
     limit: int,
     cursor: str | None,
     key: bytes,
-) -> Any:
-    """The page's query (``limit`` + 1 rows, to know whether more follow); 400 for a sort
-    by position outside a list, or a cursor that is not this listing's."""
+    folded: bool,
+) -> tuple[Any, dict[str, Any]]:
+    """The page's query (``limit`` + 1 rows, to know whether more follow) and its bound
+    values; 400 for a sort by position outside a list, or a cursor not this listing's."""
     if sort.lstrip("-") == "position" and filters.list_id is None and filters.parent_id is None:
         raise InvalidInput("sort", "position orders a list's tasks: send list_id or parent_id")
-    conditions = [Task.owner_id == user_id, *_where(filters, db.get_bind().dialect.name)]
+    dialect = db.get_bind().dialect.name
     values = _cursor_values(cursor, filters=filters, sort=sort, key=key, user_id=user_id)
-    if sort.lstrip("-") == "due_at":
-        return _due_at_page(conditions, values, sort.startswith("-"), limit)
-    return _plain_page(conditions, values, sort, limit)
+    params = _parameters(filters, user_id, dialect)
+    params["p_limit"] = limit + 1
+    resume, keys = _resumes_at(values, sort)
+    params.update({f"k{i}": value for i, value in enumerate(keys)})
+    present = frozenset(
+        name for name in _FILTER_NAMES if name != "completed" and getattr(filters, name) is not None
+    )
+    shape = _Shape(dialect, sort, present, filters.completed, resume, folded)
+    return _statement(shape), params
+
+
+_FILTER_NAMES = tuple(TaskFilters.__dataclass_fields__)
+
+
+def _resumes_at(values: list[Any] | None, sort: str) -> tuple[int | None, list[Any]]:
+    """The shape's ``resume`` and the values ``_after`` binds: none on a first page; for
+    due_at, the first value says which scan resumes, the dated (its date and id follow) or
+    the undated (only its id)."""
+    if values is None:
+        return None, []
+    if sort.lstrip("-") != "due_at":
+        return 0, values
+    return values[0], values[1:] if values[0] == 0 else values[2:]
 
 
 def _page_of(
-    rows: list[Any],
+    rows: Sequence[Any],
     *,
     user_id: uuid.UUID,
     filters: TaskFilters,

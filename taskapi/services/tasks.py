@@ -356,13 +356,13 @@ def checking_session_rows(
     session_id: uuid.UUID,
     user_id: uuid.UUID,
     now: datetime,
-) -> tuple[SessionCheck, list[Any] | None]:
+) -> tuple[SessionCheck, Sequence[Any] | None]:
     """Run a statement that selects from the live session (``CALLER``) first, whose first
     column is the caller's ``email_verified``: rows only when the session is live. A session
     that is not live is looked at again by ``session_is_live``, which tells a disabled
     account apart."""
     params = {"sid": session_id, "uid": user_id, "now": now, **params}
-    rows = list(db.connection().execute(statement, params))
+    rows = db.connection().execute(statement, params).all()
     if not rows:
         return session_is_live(db, session_id=session_id, user_id=user_id, now=now), None
     return SessionCheck(live=True, email_verified=bool(rows[0][0])), rows
