@@ -4,6 +4,7 @@ check folded into it; plain writes on PostgreSQL are the session check and one s
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +13,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
+from taskapi.api.deps import state
+from taskapi.db import read_rows
+from taskapi.services import listing
+from taskapi.services import tasks as tasks_service
 from tests.conftest import User
 from tests.support import engine_of
 
@@ -257,3 +262,43 @@ def test_a_folded_page_is_the_page_read_the_usual_way(alice: User, sort: str) ->
     usual = walk(lambda query: alice.client.get("/api/v1/tasks", query_string=query,
                                                 headers=token))  # fmt: skip
     assert len(folded) == 14 and folded == usual
+
+
+@pytest.mark.parametrize("filters", [{}, {"tag": "home", "completed": False}, {"q": "a/b%"}])
+@pytest.mark.parametrize("sort", ["-created_at", "due_at", "title"])
+def test_driver_reads_answer_what_sqlalchemy_answers(
+    app: Flask, alice: User, filters: dict[str, Any], sort: str, is_postgres: bool
+) -> None:
+    """Hot reads run through the driver's cursor on PostgreSQL (``db.read_rows``): their rows
+    equal SQLAlchemy's own execution of the same statement, every column and type, for
+    tasks with every field set and unset."""
+    if not is_postgres:
+        pytest.skip("SQLite's reads run through SQLAlchemy")
+    parent = alice.create_task(title="a/b% parent", tags=["home", "x"], priority="high",
+                               due_at="2026-12-01T09:00:00.5Z", recurrence="FREQ=DAILY",
+                               timezone="Europe/Berlin")  # fmt: skip
+    alice.create_task(title="child", parent_id=parent["id"], notes="n")
+    alice.create_task(title="done", completed=True, tags=["home"])
+    alice.create_task(title="plain")
+    owner = uuid.UUID(alice.id)
+    task_filters = listing.TaskFilters(**filters)
+    with app.app_context():
+        session = state().session_factory()
+        try:
+            dialect = session.get_bind().dialect.name
+            params = {**listing._parameters(task_filters, owner, dialect), "p_limit": 10}
+            shape = listing._Shape(dialect, sort, frozenset(k for k in filters if k != "completed"),
+                                   filters.get("completed"), None, False)  # fmt: skip
+            for statement, values in [
+                (listing._statement(shape), params),
+                (tasks_service._TASK_ROW, {"tid": uuid.UUID(parent["id"]), "uid": owner}),
+            ]:
+                by_sqlalchemy = [
+                    tuple(row) for row in session.connection().execute(statement, values)
+                ]
+                assert by_sqlalchemy, "the statement should find rows to compare"
+                assert [
+                    tuple(row) for row in read_rows(session, statement, values)
+                ] == by_sqlalchemy
+        finally:
+            session.close()
