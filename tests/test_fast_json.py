@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -98,6 +98,21 @@ def test_a_whole_second_keeps_its_six_digits() -> None:
                 position="a0", recurrence=None, timezone=None, next_occurrence_id=None)  # fmt: skip
     assert task_document(task)["completed_at"] == "2026-12-01T08:00:00.000000Z"
     assert orjson.loads(FAST_JSON[TaskPublic](task))["created_at"] == "2026-11-30T08:00:00.000000Z"
+    row = tuple(getattr(task, name) for name in ROW_COLUMNS)  # orjson writes a row's datetimes
+    assert orjson.loads(FAST_JSON[TaskPublic](row))["completed_at"] == "2026-12-01T08:00:00.000000Z"
+
+
+def test_a_row_timestamp_in_another_zone_is_written_in_utc() -> None:
+    """A row's aware timestamp that is not in UTC (a session in another time zone) is still
+    written in UTC with ``Z``."""
+    paris = timezone(timedelta(hours=1))
+    moment = datetime(2026, 12, 1, 9, 30, 0, 250000, tzinfo=paris)
+    values = {name: None for name in ROW_COLUMNS} | {
+        "id": uuid.uuid4(), "title": "t", "notes": "", "completed": True, "completed_at": moment,
+        "priority": 0, "tags": [], "created_at": moment, "updated_at": moment, "version": 1,
+        "list_id": uuid.uuid4(), "position": "a0"}  # fmt: skip
+    written = orjson.loads(FAST_JSON[TaskPublic](tuple(values[name] for name in ROW_COLUMNS)))
+    assert written["completed_at"] == written["updated_at"] == "2026-12-01T08:30:00.250000Z"
 
 
 def _stored(app: Flask, user: User, task_id: str) -> list[tuple[str, Any]]:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from flask import request
+from flask import g, request
 from pydantic import BaseModel, ValidationError
 
 from taskapi.errors import ApiError, invalid_json, not_found, validation_error
@@ -186,7 +186,18 @@ def _check_query_encoding() -> None:
 
 
 def parse_query(model: type[BaseModel] | None) -> BaseModel | None:
-    """Validate query parameters; unknown and repeated ones are 400."""
+    """Validate query parameters; unknown and repeated ones are 400. Once per request: a
+    folded read (``GET /tasks``) parses its route's query before the view does."""
+    parsed: tuple[type[BaseModel] | None, BaseModel | None] | None = g.get("parsed_query")
+    if parsed is not None and parsed[0] is model:
+        return parsed[1]
+    result = _validated_query(model)
+    g.parsed_query = (model, result)
+    return result
+
+
+def _validated_query(model: type[BaseModel] | None) -> BaseModel | None:
+    """``parse_query``'s validation."""
     _check_query_encoding()
     args = request.args.to_dict(flat=False)
     repeated = [name for name, values in args.items() if len(values) > 1]

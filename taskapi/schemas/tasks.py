@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -240,7 +241,8 @@ ROW_COLUMNS = (
 
 
 def row_document(row: Sequence[Any]) -> dict[str, Any]:
-    """``task_document`` of a row of ``ROW_COLUMNS``, for orjson (which writes UUIDs itself)."""
+    """``task_document`` of a row of ``ROW_COLUMNS``, for ``_dumps`` (orjson writes UUIDs and
+    most timestamps itself)."""
     (task_id, _owner, title, notes, completed, completed_at, due_at, priority, tags, created,
      updated, version, _seq, list_id, parent_id, position, rule, zone, next_id) = row  # fmt: skip
     return {
@@ -248,12 +250,12 @@ def row_document(row: Sequence[Any]) -> dict[str, Any]:
         "title": title,
         "notes": notes,
         "completed": completed,
-        "completed_at": None if completed_at is None else format_timestamp(completed_at),
-        "due_at": None if due_at is None else format_timestamp(due_at),
+        "completed_at": None if completed_at is None else _timestamp(completed_at),
+        "due_at": None if due_at is None else _timestamp(due_at),
         "priority": PRIORITIES[priority],
         "tags": tags,
-        "created_at": format_timestamp(created),
-        "updated_at": format_timestamp(updated),
+        "created_at": _timestamp(created),
+        "updated_at": _timestamp(updated),
         "version": version,
         "list_id": list_id,
         "parent_id": parent_id,
@@ -264,20 +266,32 @@ def row_document(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+def _timestamp(value: datetime) -> datetime | str:
+    """A timestamp for ``_dumps``: the datetime itself when orjson writes it as
+    ``format_timestamp`` does (in UTC, with ``Z``, and six fractional digits, which orjson
+    leaves out on a whole second), else the text. Formatting in Python (``isoformat``) cost
+    about a microsecond each, and a page has 150 of them."""
+    return value if value.microsecond and value.tzinfo is UTC else format_timestamp(value)
+
+
+def _dumps(document: Any) -> bytes:
+    """orjson, with UTC timestamps written with ``Z`` as the contract shows them."""
+    return orjson.dumps(document, option=orjson.OPT_UTC_Z)
+
+
 def _task_json(body: Any) -> bytes:
     """A task answer: an entity, a row of ``ROW_COLUMNS``, or a document already made (a
     create's answer)."""
     if isinstance(body, dict):
-        return orjson.dumps(body)
-    return orjson.dumps(row_document(body) if isinstance(body, tuple) else task_document(body))
+        return _dumps(body)
+    return _dumps(row_document(body) if isinstance(body, tuple) else task_document(body))
 
 
 def _page_json(body: dict[str, Any]) -> bytes:
     """A page answer: ``{"items": [rows of ROW_COLUMNS, or entities], "next_cursor": ...}``."""
     items = body["items"]
     render = row_document if items and isinstance(items[0], Sequence) else task_document
-    return orjson.dumps({"items": [render(task) for task in items],
-                         "next_cursor": body["next_cursor"]})  # fmt: skip
+    return _dumps({"items": [render(task) for task in items], "next_cursor": body["next_cursor"]})
 
 
 class TaskPage(PublicModel):
