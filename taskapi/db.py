@@ -10,7 +10,8 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import DateTime, Engine, MetaData, Result, create_engine, event
+from psycopg.rows import namedtuple_row
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
 from sqlalchemy.sql import Executable
@@ -206,9 +207,10 @@ def writes_in_one_statement(session: Session) -> bool:
 
 
 def one_statement_write(
-    session: Session, statement: Executable, params: dict[str, Any] | None = None
-) -> Result[Any]:
-    """A unit of work that is one statement (its CTEs included): atomic by itself.
+    session: Session, statement: Executable, params: dict[str, Any]
+) -> Sequence[Any]:
+    """A unit of work that is one statement (its CTEs included), atomic by itself: the rows
+    it returns, as named tuples.
 
     On PostgreSQL (``writes_in_one_statement``) it runs in autocommit, so a write costs one
     round trip instead of four (BEGIN, a read, the write, COMMIT); inside another unit of
@@ -217,9 +219,9 @@ def one_statement_write(
     session.info[WROTE] = True
     if _writing(session) or not writes_in_one_statement(session):
         with write(session):
-            return session.execute(statement, params)
+            return session.execute(statement, params).all()
     # Outside write() a PostgreSQL session's connection is in autocommit (reads_in_autocommit).
-    return session.connection().execute(statement, params)
+    return driver_rows(session, statement, params, named=True)
 
 
 def session_has_written(session: Session) -> bool:
@@ -275,8 +277,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Any]:
 
 @dataclass(frozen=True)
 class _DriverStatement:
-    """A read compiled once for the driver: its SQL, the values of its literal parameters,
-    and the type conversions its bound parameters need (jsonb, UTC datetimes)."""
+    """A statement compiled once for the driver: its SQL, the values of its literal
+    parameters, and the type conversions its bound parameters need (jsonb, UTC datetimes)."""
 
     sql: str
     defaults: dict[str, Any]
@@ -284,8 +286,11 @@ class _DriverStatement:
 
 
 @lru_cache(maxsize=1024)  # hot statements are module constants or cached per shape
-def _driver_statement(statement: Executable, dialect: Dialect) -> _DriverStatement:
+def _driver_statement(statement: Executable, dialect: Dialect) -> _DriverStatement | None:
+    """None for a statement whose SQL depends on its values (an expanding IN list)."""
     compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        return None
     defaults, processors = {}, {}
     for bind, name in compiled.bind_names.items():
         if not bind.required:
@@ -297,7 +302,15 @@ def _driver_statement(statement: Executable, dialect: Dialect) -> _DriverStateme
 
 
 def read_rows(session: Session, statement: Executable, params: dict[str, Any]) -> Sequence[Any]:
-    """The rows of a hot-path read, as tuples.
+    """The rows of a hot-path read, as tuples (``driver_rows``)."""
+    return driver_rows(session, statement, params)
+
+
+def driver_rows(
+    session: Session, statement: Executable, params: dict[str, Any], *, named: bool = False
+) -> Sequence[Any]:
+    """The rows of a hot-path statement, as tuples (``named``: named tuples, whose columns
+    are also attributes).
 
     On PostgreSQL it runs on the session's connection through the driver's own cursor, with
     the SQL compiled once: SQLAlchemy's execution (its cache lookup, execution context and
@@ -309,15 +322,15 @@ def read_rows(session: Session, statement: Executable, params: dict[str, Any]) -
     """
     connection = session.connection()
     dialect = connection.dialect
-    if dialect.name != "postgresql":
+    compiled = _driver_statement(statement, dialect) if dialect.name == "postgresql" else None
+    if compiled is None:
         return connection.execute(statement, params).all()
-    compiled = _driver_statement(statement, dialect)
     values = {**compiled.defaults, **params}
     for name, processor in compiled.processors.items():
         values[name] = processor(values[name])
     driver = connection.connection.driver_connection
     assert driver is not None
-    cursor = driver.cursor()
+    cursor = driver.cursor(row_factory=namedtuple_row) if named else driver.cursor()
     try:
         # Listeners (tests counting statements or reading their plans) see it as any other.
         connection.dispatch.before_cursor_execute(connection, cursor, compiled.sql, values, None,
@@ -325,7 +338,7 @@ def read_rows(session: Session, statement: Executable, params: dict[str, Any]) -
         cursor.execute(compiled.sql, values)
         connection.dispatch.after_cursor_execute(connection, cursor, compiled.sql, values, None,
                                                  False)  # fmt: skip
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        rows: list[Any] = cursor.fetchall()
         return rows
     except BaseException as error:  # as SQLAlchemy's own execution catches them
         connection._handle_dbapi_exception(error, compiled.sql, values, cursor, None)

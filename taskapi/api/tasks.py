@@ -35,7 +35,6 @@ from taskapi.services import listing, sync
 from taskapi.services import tasks as service
 
 if TYPE_CHECKING:  # views handle tasks only through services; the types are for signatures
-    from sqlalchemy import Row
     from sqlalchemy.orm import Session as DbSession
 
     from taskapi.models import Task
@@ -92,7 +91,7 @@ def written_fields(body: TaskWrite) -> dict[str, Any]:
     return body.model_dump(exclude=set(SERVER_SET_FIELDS) | unsent)
 
 
-def task_json(task: Task | Row[Any]) -> dict[str, Any]:
+def task_json(task: Task | service.TaskRow) -> dict[str, Any]:
     """The public JSON of a task, as the declared model serializes it (kept for replays)."""
     return task_document(task)
 
@@ -103,7 +102,7 @@ def etag(version: int) -> str:
 
 
 def _task_reply(
-    task: Task | Row[Any] | dict[str, Any], status: int | None = None, **headers: str
+    task: Task | service.TaskRow | dict[str, Any], status: int | None = None, **headers: str
 ) -> Reply:
     """A task answer with its ETag."""
     version = task["version"] if isinstance(task, dict) else task.version

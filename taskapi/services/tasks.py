@@ -10,7 +10,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, delete, insert, select, update
+from sqlalchemy import Integer, and_, any_, bindparam, case, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -24,6 +25,10 @@ from taskapi.services.journal import Created, Precondition
 from taskapi.services.lists import inbox_id, owned_list
 
 __all__ = ["Created", "Precondition"]
+
+# A task written in one statement: a row of ``COLUMNS`` whose columns are also attributes (a
+# named tuple from the driver, or SQLAlchemy's Row).
+TaskRow = Any
 
 # Completed tasks are cleared this many per transaction, so that one user's mass deletion
 # never holds SQLite's single write lock (or PostgreSQL row locks) for long.
@@ -180,7 +185,7 @@ def create_task(
     user_id: uuid.UUID,
     fields: dict[str, Any],
     now: datetime,
-    render: Callable[[Task | Row[Any]], dict[str, Any]],
+    render: Callable[[Task | TaskRow], dict[str, Any]],
     max_tasks: int,
     idempotency_key: str | None = None,
     inbox: InboxPlace | None = None,
@@ -229,11 +234,11 @@ def _insert_plain(
     now: datetime,
     place: InboxPlace,
     max_tasks: int,
-) -> Row[Any] | None:
+) -> TaskRow | None:
     """Insert a task first in the inbox, in one statement that takes the owner's row, a
     change number and a unit of the quota first (see ``journal.next_change_seq``); the new
     row, or None at the quota, when the account is gone, or when the inbox needs its keys
-    renumbered first (the general path does that)."""
+    renumbered first (the general path does that). The row is a named tuple of ``COLUMNS``."""
     position = positions.before(place.first_position)
     if len(position) > positions.MAX_KEY:
         return None
@@ -250,7 +255,7 @@ def _insert_plain(
     }  # fmt: skip
     params = {f"v_{name}": value for name, value in values.items()}
     params.update(uid=user_id, max_tasks=max_tasks)
-    return one_statement_write(db, _PLAIN_INSERT, params).first()
+    return next(iter(one_statement_write(db, _PLAIN_INSERT, params)), None)
 
 
 _INSERTED = tuple(name for name in ROW_COLUMNS if name != "change_seq")
@@ -413,7 +418,7 @@ def update_task(
     now: datetime,
     precondition: Precondition = Precondition(),
     max_tasks: int = 0,
-) -> Task | Row[Any]:
+) -> Task | TaskRow:
     """Write the given fields (all of them for PUT), bumping ``version`` even if nothing
     changed. A new ``list_id``/``parent_id`` moves the task (first in its new place);
     completing a recurring task makes its next occurrence, once.
@@ -468,10 +473,11 @@ def _update_plain_fields(
     fields: dict[str, Any],
     now: datetime,
     versions: frozenset[int] | None,
-) -> Row[Any] | None:
+) -> TaskRow | None:
     """Write plain fields of a task that does not recur, in one statement that also takes the
-    owner's row first and its change number (see ``journal.next_change_seq``); the new row,
-    or None when no task matched (the change number it took is simply skipped)."""
+    owner's row first and its change number (see ``journal.next_change_seq``); the new row
+    (a named tuple of ``COLUMNS``), or None when no task matched (the change number it took
+    is simply skipped)."""
     params: dict[str, Any] = {f"v_{name}": value for name, value in fields.items()}
     params.update(uid=user_id, tid=task_id, v_now=now)
     if "priority" in fields:
@@ -481,7 +487,10 @@ def _update_plain_fields(
     if versions is not None:
         params["versions"] = sorted(versions)
     statement = _plain_update(frozenset(fields), versions is not None)
-    return one_statement_write(db, statement, params).first()
+    return next(iter(one_statement_write(db, statement, params)), None)
+
+
+_VERSIONS = ARRAY(Integer)
 
 
 @lru_cache(maxsize=256)  # one per set of fields sent (at most 2^6, times with If-Match or not)
@@ -511,7 +520,8 @@ def _plain_update(names: frozenset[str], versioned: bool) -> Any:
         Task.recurrence.is_(None),
     )
     if versioned:
-        statement = statement.where(Task.version.in_(bindparam("versions", expanding=True)))
+        # = ANY(array): one bound value, so the SQL is the same for any number of versions.
+        statement = statement.where(Task.version == any_(bindparam("versions", type_=_VERSIONS)))
     return statement.values(
         **values, updated_at=_param("updated_at", "now"), version=Task.version + 1,
         change_seq=seq,
