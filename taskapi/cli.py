@@ -232,7 +232,10 @@ def main() -> None:
 )  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes [TASKAPI_WORKERS].")
 @click.option(
-    "--threads", type=click.IntRange(min=1), help="bcrypt threads per worker [TASKAPI_THREADS]."
+    "--threads",
+    type=click.IntRange(min=1),
+    help="bcrypt threads per worker [TASKAPI_THREADS; default: the usable cores divided among "
+    "the workers, at least 1].",
 )
 @click.option(
     "--instance-name",
@@ -278,6 +281,7 @@ def info(data_dir_only: bool) -> None:
             engine.dispose()
         state = "up to date" if current == head else "run `taskapi db upgrade`"
         click.echo(f"revision: {current or 'none'} (head {head}; {state})")
+    click.echo(f"bcrypt threads per worker: {settings.bcrypt_threads}")
     click.echo("settings:")
     for name, value in masked_settings(settings).items():
         click.echo(f"  {name}={value}")

@@ -74,7 +74,7 @@ def gunicorn_options(settings: Settings, *, host: str, port: int) -> dict[str, A
         "workers": settings.workers,
         "worker_connections": WORKER_CONNECTIONS,
         # Under gevent, the size of each worker's thread pool for blocking work (bcrypt).
-        "threads": settings.threads,
+        "threads": settings.bcrypt_threads,
         "timeout": 30,
         "graceful_timeout": 30,
         # The gevent worker gives a request's line and headers this long (and an idle

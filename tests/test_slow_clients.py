@@ -9,6 +9,7 @@ The server runs one worker, so nothing here is absorbed by a second process.
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import socket
 import threading
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -23,6 +25,8 @@ import pytest
 import requests
 from sqlalchemy import make_url
 
+from taskapi.server import gunicorn_options
+from taskapi.settings import Settings
 from tests.conftest import PASSWORD, LiveServer, server_env, start_server, unique_email
 
 AUTH = "/api/v1/auth"
@@ -275,3 +279,20 @@ def test_bcrypt_runs_off_the_event_loop(live_server_factory: Callable[..., LiveS
         login.join(20)
     assert statuses == [200] * 4
     assert slowest < 0.25, slowest
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "threads", "expected"),
+    [(2, 2, None, 1), (8, 2, None, 4), (8, 3, None, 2), (1, 2, None, 1), (2, 2, 6, 6)],
+)
+def test_the_bcrypt_pool_is_sized_to_the_cores(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cores: int, workers: int,
+    threads: int | None, expected: int,
+) -> None:  # fmt: skip
+    """Unless TASKAPI_THREADS says otherwise, each worker's bcrypt pool gets its share of the
+    cores this process may run on (at least one thread): a login storm's hashes then queue
+    instead of taking the CPU from the reads; gunicorn's thread pool is that size."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
+    settings = Settings(data_dir=tmp_path, workers=workers, threads=threads)
+    assert settings.bcrypt_threads == expected
+    assert gunicorn_options(settings, host="127.0.0.1", port=8000)["threads"] == expected
