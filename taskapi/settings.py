@@ -289,11 +289,11 @@ class Settings(BaseSettings):
     @property
     def bcrypt_threads(self) -> int:
         """Each worker's thread pool for bcrypt: ``threads``, else the cores this process may
-        run on divided among the workers. Sized to the cores, a login storm's hashes queue
-        for a thread instead of all running at once beside the reads: more threads than
-        cores hashed no faster, and took the CPU from the event loops (an 8-connection GET's
-        p99 beside a storm: x1.53 of its value alone with 4 threads per worker on 2 cores,
-        x1.22 with 1)."""
+        use (``usable_cores``) divided among the workers. Sized to the cores, a login storm's
+        hashes queue for a thread instead of all running at once beside the reads: more
+        threads than cores hashed no faster, and took the CPU from the event loops (an
+        8-connection GET's p99 beside a storm: x1.53 of its value alone with 4 threads per
+        worker on 2 cores, x1.22 with 1)."""
         if self.threads is not None:
             return self.threads
         return max(1, usable_cores() // self.workers)
@@ -309,12 +309,20 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'taskapi.db').resolve()}"
 
 
-def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity, as a container or taskset limits it)."""
+def usable_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: those it may run on (its affinity: a cpuset, taskset),
+    fewer when its cgroup's CPU quota (a container's CPU limit, cgroup v2) allows less."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):  # no cgroup v2 file here, or not the expected shape
+        pass
+    return cores
 
 
 def _private_folder(path: Path) -> None:

@@ -26,7 +26,7 @@ import requests
 from sqlalchemy import make_url
 
 from taskapi.server import gunicorn_options
-from taskapi.settings import Settings
+from taskapi.settings import Settings, usable_cores
 from tests.conftest import PASSWORD, LiveServer, server_env, start_server, unique_email
 
 AUTH = "/api/v1/auth"
@@ -296,3 +296,20 @@ def test_the_bcrypt_pool_is_sized_to_the_cores(
     settings = Settings(data_dir=tmp_path, workers=workers, threads=threads)
     assert settings.bcrypt_threads == expected
     assert gunicorn_options(settings, host="127.0.0.1", port=8000)["threads"] == expected
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("150000 100000\n", 1), ("400000 100000\n", 4), ("max 100000\n", 8), ("garbage\n", 8),
+     (None, 8)],
+)  # fmt: skip
+def test_a_containers_cpu_quota_bounds_the_usable_cores(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpu_max: str | None, expected: int
+) -> None:
+    """A container limited to fewer CPUs than the host shows (cgroup v2 ``cpu.max``) counts
+    its quota, not the host's cores; no quota, or no such file, leaves the affinity."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+    limit = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        limit.write_text(cpu_max)
+    assert usable_cores(limit) == expected

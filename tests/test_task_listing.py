@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from flask import Flask
 
 from taskapi.services.cursors import open_token, seal
 from tests.conftest import TEST_SECRET, User
@@ -348,3 +349,14 @@ def test_bob_never_sees_alices_tasks(alice: User, bob: User, cursor: str) -> Non
     answer = get_page(bob, sort="title", q="task", limit=1, cursor=cursor)
     assert answer.status_code == 400 and answer.get_json()["details"][0]["field"] == "cursor"
     assert ids(walk(bob, q="task")) == [mine["id"]]
+
+
+def test_each_request_parses_its_own_query(app: Flask, alice: User) -> None:
+    """A listing's query is parsed once per request and kept with that request: requests
+    made while one app context stays pushed (its g shared) still get their own."""
+    for title in ("a", "b", "c"):
+        alice.create_task(title=title)
+    with app.app_context():
+        one = alice.request("GET", f"{TASKS}?limit=1")
+        two = alice.request("GET", f"{TASKS}?limit=2")
+    assert (len(one.json["items"]), len(two.json["items"])) == (1, 2)

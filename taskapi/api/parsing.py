@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from flask import g, request
+from flask import request
 from pydantic import BaseModel, ValidationError
 
 from taskapi.errors import ApiError, invalid_json, not_found, validation_error
@@ -188,12 +188,19 @@ def _check_query_encoding() -> None:
 def parse_query(model: type[BaseModel] | None) -> BaseModel | None:
     """Validate query parameters; unknown and repeated ones are 400. Once per request: a
     folded read (``GET /tasks``) parses its route's query before the view does."""
-    parsed: tuple[type[BaseModel] | None, BaseModel | None] | None = g.get("parsed_query")
+    # Kept in the request's environ, not in g: an app context (and its g) can outlive one
+    # request when something pushed it first.
+    parsed: tuple[type[BaseModel] | None, BaseModel | None] | None = request.environ.get(
+        PARSED_QUERY
+    )
     if parsed is not None and parsed[0] is model:
         return parsed[1]
     result = _validated_query(model)
-    g.parsed_query = (model, result)
+    request.environ[PARSED_QUERY] = (model, result)
     return result
+
+
+PARSED_QUERY = "taskapi.parsed_query"
 
 
 def _validated_query(model: type[BaseModel] | None) -> BaseModel | None:
