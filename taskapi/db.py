@@ -301,11 +301,6 @@ def _driver_statement(statement: Executable, dialect: Dialect) -> _DriverStateme
     return _DriverStatement(compiled.string, defaults, processors)
 
 
-def read_rows(session: Session, statement: Executable, params: dict[str, Any]) -> Sequence[Any]:
-    """The rows of a hot-path read, as tuples (``driver_rows``)."""
-    return driver_rows(session, statement, params)
-
-
 def driver_rows(
     session: Session, statement: Executable, params: dict[str, Any], *, named: bool = False
 ) -> Sequence[Any]:

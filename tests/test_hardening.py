@@ -286,7 +286,7 @@ def test_a_dead_pooled_connection_costs_no_request(
             assert connection.scalar(kill) >= 1
         created = user.request("POST", TASKS, json={"title": "after a restart"})
         assert created.status_code == 201
-        # The folded reads run through the driver's own cursor (db.read_rows).
+        # The folded reads run through the driver's own cursor (db.driver_rows).
         for path in (f"{TASKS}/{created.json['id']}", f"{TASKS}?limit=5"):
             with admin.connect() as connection:
                 assert connection.scalar(kill) >= 1

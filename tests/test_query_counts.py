@@ -14,7 +14,7 @@ from flask import Flask
 from sqlalchemy import event
 
 from taskapi.api.deps import state
-from taskapi.db import read_rows
+from taskapi.db import driver_rows
 from taskapi.services import listing
 from taskapi.services import tasks as tasks_service
 from tests.conftest import User
@@ -286,7 +286,7 @@ def test_a_folded_page_is_the_page_read_the_usual_way(alice: User, sort: str) ->
 def test_driver_reads_answer_what_sqlalchemy_answers(
     app: Flask, alice: User, filters: dict[str, Any], sort: str, is_postgres: bool
 ) -> None:
-    """Hot reads run through the driver's cursor on PostgreSQL (``db.read_rows``): their rows
+    """Hot reads run through the driver's cursor on PostgreSQL (``db.driver_rows``): their rows
     equal SQLAlchemy's own execution of the same statement, every column and type, for
     tasks with every field set and unset."""
     if not is_postgres:
@@ -315,7 +315,7 @@ def test_driver_reads_answer_what_sqlalchemy_answers(
                 ]
                 assert by_sqlalchemy, "the statement should find rows to compare"
                 assert [
-                    tuple(row) for row in read_rows(session, statement, values)
+                    tuple(row) for row in driver_rows(session, statement, values)
                 ] == by_sqlalchemy
         finally:
             session.close()

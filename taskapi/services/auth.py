@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
-from taskapi.db import read_rows, release_connection, write
+from taskapi.db import driver_rows, release_connection, write
 from taskapi.errors import (
     AccountDisabled,
     BadToken,
@@ -159,7 +159,7 @@ def session_is_live(
     it runs on every authenticated request. A failed check asks once more whether an operator
     disabled the account, so that its tokens answer ``account_disabled``."""
     params = {"sid": session_id, "uid": user_id, "now": now}
-    found = read_rows(db, LIVE_SESSION, params)  # no ORM machinery
+    found = driver_rows(db, LIVE_SESSION, params)  # no ORM machinery
     if found:
         return SessionCheck(live=True, email_verified=bool(found[0][0]))
     disabled_at = db.scalar(select(User.disabled_at).where(User.id == user_id))

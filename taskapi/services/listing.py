@@ -81,7 +81,7 @@ class _Shape:
     sort: str
     filters: frozenset[str]  # the names of the filters that are set
     completed: bool | None  # IS true / IS false is part of the text
-    resume: int | None  # None: first page; else the number of cursor values (due_at: 0 or 1 first)
+    resume: int | None  # None: a first page; else 0, or for due_at the cursor's 0 or 1 (dated/not)
     folded: bool  # joined to the live session (GET /tasks)
 
 

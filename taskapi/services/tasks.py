@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from taskapi.db import one_statement_write, read_rows, write, writes_in_one_statement
+from taskapi.db import driver_rows, one_statement_write, write, writes_in_one_statement
 from taskapi.errors import InvalidInput, NotFound, PreconditionFailed
 from taskapi.models import Task, TaskList, User
 from taskapi.schemas.tasks import PRIORITIES, ROW_COLUMNS
@@ -302,7 +302,7 @@ def get_task(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
 
 def get_task_row(db: DbSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> tuple[Any, ...]:
     """One of the user's tasks, as a row of ``COLUMNS``."""
-    found = read_rows(db, _TASK_ROW, {"tid": task_id, "uid": user_id})
+    found = driver_rows(db, _TASK_ROW, {"tid": task_id, "uid": user_id})
     if not found:
         raise NotFound()
     return tuple(found[0])
@@ -367,7 +367,7 @@ def checking_session_rows(
     that is not live is looked at again by ``session_is_live``, which tells a disabled
     account apart."""
     params = {"sid": session_id, "uid": user_id, "now": now, **params}
-    rows = read_rows(db, statement, params)
+    rows = driver_rows(db, statement, params)
     if not rows:
         return session_is_live(db, session_id=session_id, user_id=user_id, now=now), None
     return SessionCheck(live=True, email_verified=bool(rows[0][0])), rows
